@@ -1,0 +1,201 @@
+"""Small real data that ships offline, and a small network that learns it in seconds.
+
+scikit-learn's handwritten digits (1,797 images of 8x8 pixels, 10 classes) come
+with scikit-learn itself, so tests, docs and the ``netlens`` command run
+without any download. Upsampled to 32x32 they give a CNN enough room for
+meaningful feature maps, CAMs, t-SNE clusters and neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+@dataclass
+class Split:
+    """Images ``(N, C, size, size)`` in [0, 1] and integer labels ``(N,)``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def dataset(self) -> TensorDataset:
+        return TensorDataset(self.images, self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_digits(
+    size: int = 32, *, channels: int = 1, test_fraction: float = 0.25, seed: int = 0
+) -> tuple[Split, Split]:
+    """scikit-learn's digits as float tensors, upsampled and split into train / test.
+
+    Parameters
+    ----------
+    size
+        Side of the (bilinearly upsampled) square images.
+    channels
+        1 for grayscale, 3 to repeat the gray channel (for RGB networks).
+    test_fraction
+        Share of the 1,797 images held out, stratified by class.
+    seed
+        Seed of the split.
+
+    Examples
+    --------
+    >>> train, test = load_digits(size=16)
+    >>> train.images.shape, test.images.shape
+    (torch.Size([1347, 1, 16, 16]), torch.Size([450, 1, 16, 16]))
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sk_load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    if size != 8:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = images.clamp(0, 1).repeat(1, channels, 1, 1)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    pick = torch.from_numpy
+    return (
+        Split(images[pick(train_idx)], labels[pick(train_idx)]),
+        Split(images[pick(test_idx)], labels[pick(test_idx)]),
+    )
+
+
+class _Block(nn.Module):
+    """A torchvision-style basic residual block."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class SmallResNet(nn.Module):
+    """A ResNet-18 shrunk in depth and width, with torchvision's layer names.
+
+    ``conv1 -> bn1 -> relu -> layer1..layer4 -> avgpool -> fc``: one basic block
+    per stage, widths ``width * (1, 2, 4, 8)``, no stem max-pool (the inputs
+    are small). Global average pooling + one linear layer, so CAM applies.
+
+    Examples
+    --------
+    >>> net = SmallResNet(num_classes=10, in_channels=1)
+    >>> net(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        widths = [width, width * 2, width * 4, width * 8]
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = _Block(width, widths[0], 1)
+        self.layer2 = _Block(widths[0], widths[1], 2)
+        self.layer3 = _Block(widths[1], widths[2], 2)
+        self.layer4 = _Block(widths[2], widths[3], 1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+@dataclass
+class History:
+    """Per-epoch training loss and accuracies of :func:`train_classifier`."""
+
+    loss: list[float]
+    train_accuracy: list[float]
+    test_accuracy: list[float]
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``split`` (eval mode; training flags restored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            x = split.images[start : start + batch_size].to(device)
+            y = split.labels[start : start + batch_size].to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / len(split)
+
+
+def train_classifier(
+    model: nn.Module,
+    train: Split,
+    test: Split | None = None,
+    *,
+    epochs: int = 4,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> History:
+    """Train ``model`` with Adam and cross-entropy; return the learning curves.
+
+    ``transform(images, labels)``, if given, maps each batch before the step
+    (e.g. a rotation pretext task). The model is left in eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    loader = DataLoader(train.dataset(), batch_size=batch_size, shuffle=True, generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = History([], [], [])
+    for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress):
+        model.train()
+        total, count = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if transform is not None:
+                x, y = transform(x, y)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        history.loss.append(total / count)
+        history.train_accuracy.append(accuracy(model, train))
+        if test is not None:
+            history.test_accuracy.append(accuracy(model, test))
+    model.eval()
+    return history

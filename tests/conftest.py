@@ -1,0 +1,112 @@
+"""Shared fixtures: a matrix of torchvision CNNs with random weights, and state snapshots."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netlens._hooks import hook_count
+
+# Families that cover the ways torchvision CNNs are wired: residual blocks with a
+# shared ReLU, dense concatenation with a functional ReLU, inverted residuals,
+# squeeze-excitation, a convolutional classifier, channels-last blocks with
+# LayerNorm, inception branches, plain VGG stacks with inplace ReLU.
+MODEL_NAMES = [
+    "resnet18",
+    "resnet50",
+    "vgg11_bn",
+    "densenet121",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "squeezenet1_1",
+    "convnext_tiny",
+    "regnet_y_400mf",
+    "googlenet",
+    "shufflenet_v2_x0_5",
+]
+
+# Models whose logits are one linear map of the global average of a feature map.
+GAP_LINEAR = [
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "googlenet",
+    "shufflenet_v2_x0_5",
+]
+
+INPUT_SIZE = 64
+
+
+@functools.cache
+def _build(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    kwargs = {"init_weights": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **kwargs)
+    return model.eval()
+
+
+def get_model(name: str) -> nn.Module:
+    """A cached torchvision model in eval mode (tests must leave it as they found it)."""
+    model = _build(name)
+    model.eval()
+    return model
+
+
+@pytest.fixture(params=MODEL_NAMES)
+def model_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, INPUT_SIZE, INPUT_SIZE, generator=generator)
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    """Everything a method must leave unchanged."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "hooks": hook_count(model),
+        "grad_mode": torch.is_grad_enabled(),
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
+    after = snapshot(model)
+    assert after["hooks"] == before["hooks"], "hooks left attached"
+    assert after["training"] == before["training"], "training flags changed"
+    assert after["requires_grad"] == before["requires_grad"], "requires_grad changed"
+    assert after["grad_mode"] == before["grad_mode"], "grad mode changed"
+    for key, value in before["state"].items():  # type: ignore[union-attr]
+        assert torch.equal(after["state"][key], value), f"{key} changed"  # type: ignore[index]
+    for g0, g1 in zip(before["grads"], after["grads"], strict=True):  # type: ignore[arg-type]
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1), ".grad changed"
+
+
+def devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    return found
+
+
+@pytest.fixture
+def figure_dir() -> str | None:
+    """Folder to save test figures in, from NETLENS_TEST_FIGURES (unset: none saved)."""
+    path = os.environ.get("NETLENS_TEST_FIGURES")
+    if path:
+        os.makedirs(path, exist_ok=True)
+    return path
