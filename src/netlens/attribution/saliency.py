@@ -1,0 +1,71 @@
+"""Saliency maps (Simonyan et al. 2014)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from netlens.attribution._base import Attribution, Target, resolve_targets
+
+ChannelReduce = Literal["max", "mean", "sum"]
+
+
+class Saliency(Attribution):
+    r"""Input-gradient saliency map.
+
+    .. math::
+
+        S_{ij} = \max_c \left| \frac{\partial y^t}{\partial x_{c,ij}} \right|
+
+    for target logit :math:`y^t` (Simonyan et al., *Deep Inside Convolutional
+    Networks: Visualising Image Classification Models and Saliency Maps*, ICLR
+    workshop 2014). Equals captum's
+    ``Saliency(model).attribute(x, target, abs=True).amax(1)``.
+
+    The input's ``.grad`` and the parameters' ``.grad`` are left untouched: the
+    gradient is taken with respect to a copy of the input.
+
+    Parameters
+    ----------
+    model
+        A classifier returning logits ``(N, num_classes)``.
+    abs
+        Take the absolute value of the gradient (``False`` keeps its sign).
+    channel_reduce
+        How the colour channels become one map: ``"max"``, ``"mean"`` or ``"sum"``.
+
+    Examples
+    --------
+    >>> import torch, torchvision
+    >>> saliency = Saliency(torchvision.models.resnet18().eval())
+    >>> saliency(torch.randn(2, 3, 32, 32), target=5).shape
+    torch.Size([2, 32, 32])
+    """
+
+    def __init__(
+        self, model: nn.Module, *, abs: bool = True, channel_reduce: ChannelReduce = "max"
+    ) -> None:
+        if channel_reduce not in ("max", "mean", "sum"):
+            raise ValueError(
+                f"channel_reduce must be 'max', 'mean' or 'sum', not {channel_reduce!r}"
+            )
+        super().__init__(model)
+        self.abs = abs
+        self.channel_reduce = channel_reduce
+
+    def _attribute(self, x: Tensor, target: Target) -> Tensor:
+        inputs = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(inputs)
+        targets = resolve_targets(target, logits)
+        score = logits.gather(1, targets.unsqueeze(1)).sum()
+        (gradient,) = torch.autograd.grad(score, inputs)
+        if self.abs:
+            gradient = gradient.abs()
+        if self.channel_reduce == "max":
+            return gradient.amax(1)
+        if self.channel_reduce == "mean":
+            return gradient.mean(1)
+        return gradient.sum(1)
