@@ -23,6 +23,7 @@ from netlens import (
     Saliency,
     UnitAblator,
     fewest_units_to_flip,
+    receptive_field,
 )
 from netlens.layers import find_feature_layer
 
@@ -62,6 +63,7 @@ ENTRY_POINTS: dict[str, Callable[[nn.Module, str, torch.Tensor], object]] = {
     "CAM": lambda m, layer, x: CAM(m, layer)(x),
     "GradCAM": lambda m, layer, x: GradCAM(m, layer)(x),
     "Saliency": lambda m, layer, x: Saliency(m)(x),
+    "receptive_field": lambda m, layer, x: receptive_field(m, layer, tuple(x.shape[1:])),
 }
 
 
@@ -113,8 +115,8 @@ def test_public_calls_leave_the_model_as_found_when_the_forward_raises(name, ent
     bomb = _bomb(model)
     try:
         before = snapshot(model)
-        if entry == "FeatureExtractor(stop_early)":
-            ENTRY_POINTS[entry](model, layer, x)  # stops before the bomb goes off
+        if entry in ("FeatureExtractor(stop_early)", "receptive_field"):
+            ENTRY_POINTS[entry](model, layer, x)  # stops before the bomb / runs on a copy
         else:
             with pytest.raises(Boom):
                 ENTRY_POINTS[entry](model, layer, x)

@@ -37,6 +37,17 @@ class RegionUnits:
         threshold, at the mask's resolution.
     quantile : float
         The quantile the thresholds were taken at.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mask = torch.zeros(8, 8, dtype=torch.bool)
+    >>> mask[:4] = True  # the top half of the image
+    >>> features = torch.rand(3, 4, 4)
+    >>> features[2, :2] = 10.0  # unit 2 fires on the top half
+    >>> found = units_for_region(features, mask, top=1)
+    >>> found.units.tolist(), round(float(found.iou[0]), 2)
+    ([2], 1.0)
     """
 
     units: Tensor

@@ -84,6 +84,14 @@ class ReceptiveField:
     clipped : bool
         Whether the box touches a border of the input: the field may then be
         larger than ``size``; measure again with a larger ``input_size``.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU(), nn.Conv2d(1, 1, 3))
+    >>> field = receptive_field(net, "2", (1, 32, 32))
+    >>> field.size, field.clipped
+    ((5, 5), False)
     """
 
     size: tuple[int, int]
