@@ -1,0 +1,73 @@
+"""Methods compose: attribution inside an ablation sees the ablated network."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import assert_unchanged, get_model, snapshot
+
+from netlens import CAM, FeatureExtractor, GradCAM, Saliency, UnitAblator
+from netlens._hooks import RepeatedCallError
+
+UNITS = [2, 9, 100, 311]
+
+
+def _pruned_copy(model, units):
+    """The same network with the chosen filters of layer4.1.conv2 zeroed (it has no bias)."""
+    pruned = copy.deepcopy(model)
+    with torch.no_grad():
+        pruned.layer4[1].conv2.weight[units] = 0
+    return pruned
+
+
+@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+def test_attribution_inside_an_ablation_sees_the_ablated_network(method, images):
+    model = get_model("resnet18")
+    before = snapshot(model)
+    expected = method(_pruned_copy(model, UNITS))(images, [1, 2], size=None)
+    with UnitAblator(model, "layer4.1.conv2", UNITS):
+        got = method(model)(images, [1, 2], size=None)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    plain = method(model)(images, [1, 2], size=None)
+    assert not torch.allclose(plain, expected)
+    assert_unchanged(model, before)
+
+
+def test_gradcam_on_the_ablated_layer_itself(images):
+    model = get_model("resnet18")
+    ablator = UnitAblator(model, "layer4", UNITS)
+    with ablator:
+        maps = GradCAM(model, "layer4")(images, 0, size=None)
+    feats = FeatureExtractor(model, "layer4")(images)["layer4"]
+    feats[:, UNITS] = 0
+    head = model.fc.weight[0].detach()
+    # GradCAM on a GAP + linear head: weights are w / hw, so the map is ReLU(CAM) / hw.
+    expected = torch.relu(torch.einsum("k,nkhw->nhw", head, feats)) / feats[0, 0].numel()
+    assert torch.allclose(maps, expected, atol=1e-6)
+
+
+def test_extractor_inside_an_ablation_records_the_ablated_output(images):
+    model = get_model("resnet18")
+    with UnitAblator(model, "layer3", [0, 5], value=3.0):
+        feats = FeatureExtractor(model, ["layer3"])(images)["layer3"]
+    assert torch.equal(feats[:, [0, 5]], torch.full_like(feats[:, [0, 5]], 3.0))
+
+
+def test_gradcam_on_a_module_called_twice_is_refused(images):
+    model = get_model("resnet18")
+    before = snapshot(model)
+    with pytest.raises(RepeatedCallError, match="layer4.0.relu"):
+        GradCAM(model, "layer4.0.relu")(images)
+    assert_unchanged(model, before)
+
+
+def test_nested_ablators_on_different_layers_combine(images):
+    model = get_model("resnet18")
+    with UnitAblator(model, "layer4.1.conv2", UNITS[:2]), UnitAblator(
+        model, "layer4.1.conv2", UNITS[2:]
+    ), torch.no_grad():
+        nested = model(images)
+    both = UnitAblator(model, "layer4.1.conv2", UNITS)(images)
+    assert torch.allclose(nested, both, atol=1e-6)
