@@ -1,0 +1,511 @@
+"""EmbeddingProbe: a network's feature space as a point cloud (t-SNE maps, kNN retrieval).
+
+A probe streams a dataset through a model once and keeps one feature vector
+per image: by default the input of the classifier ``nn.Linear`` (the
+penultimate features, what a linear read-out sees). The point cloud is then
+looked at in two ways that the literature uses to judge a representation:
+
+* a t-SNE map (van der Maaten & Hinton, 2008), which keeps local
+  neighbourhoods of the high-dimensional features in two dimensions;
+* k-nearest-neighbour retrieval (Krizhevsky et al., 2012, section 6.1): images
+  whose features are close should look alike to a person, and a leave-one-out
+  kNN classifier on the features measures how well classes are separated
+  without training anything.
+
+:func:`compare` puts two networks side by side on the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from netlens._checks import check_images
+from netlens._hooks import HookSession, Tap, eval_mode, run_forward
+from netlens.layers import LayerLike, find_classifier, resolve_layer
+
+Metric = Literal["cosine", "euclidean"]
+_METRICS = ("cosine", "euclidean")
+
+# Bounds the (queries x bank) block of distances held at once to 64 MiB of float32.
+_BLOCK_ELEMENTS = 2**24
+
+
+class NotFittedError(RuntimeError):
+    """The probe has no features yet: call :meth:`EmbeddingProbe.fit` first."""
+
+
+class EmbeddingProbe:
+    """Features of a dataset at one layer, with t-SNE maps and nearest neighbours.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module`` taking ``(N, C, H, W)`` images.
+    layer
+        ``None`` (default): the input of the classifier ``nn.Linear`` (the
+        layer whose output is the logits), found at the first :meth:`fit`;
+        the forward pass stops before the classifier runs. Otherwise a layer
+        name or module whose output, flattened to ``(N, D)``, is the feature.
+
+    Attributes
+    ----------
+    features : Tensor or None
+        ``(N, D)`` float features on the CPU, in dataset order, after :meth:`fit`.
+    labels : Tensor or None
+        ``(N,)`` integer labels when :meth:`fit` was given any.
+    layer : str or None
+        Name of the layer read; with ``layer=None`` it is the classifier whose
+        *input* is read, known after the first :meth:`fit`.
+
+    Notes
+    -----
+    :meth:`fit` runs the model in eval mode without gradients and restores
+    every module's ``training`` flag, so BatchNorm statistics never change and
+    no hook outlives the call, also when the data loader raises.
+
+    Examples
+    --------
+    >>> import torch, torchvision
+    >>> probe = EmbeddingProbe(torchvision.models.resnet18())
+    >>> probe.fit(torch.randn(12, 3, 32, 32), progress=False).features.shape
+    torch.Size([12, 512])
+    >>> probe.layer
+    'fc'
+    >>> indices, distances = probe.knn(probe.features[:2], k=3)
+    >>> indices[:, 0].tolist()
+    [0, 1]
+    """
+
+    def __init__(self, model: nn.Module, layer: LayerLike | None = None) -> None:
+        self.model = model
+        self._where: Literal["input", "output"] = "input"
+        self.layer: str | None = None
+        self._module: nn.Module | None = None
+        if layer is not None:
+            self.layer, self._module = resolve_layer(model, layer)
+            self._where = "output"
+        self.features: Tensor | None = None
+        self.labels: Tensor | None = None
+
+    def __repr__(self) -> str:
+        where = "input of" if self._where == "input" else "output of"
+        layer = self.layer if self.layer is not None else "<classifier, found at fit>"
+        size = "unfitted" if self.features is None else f"{tuple(self.features.shape)} features"
+        return f"EmbeddingProbe({type(self.model).__name__}, {where} {layer!r}, {size})"
+
+    # features ----------------------------------------------------------------
+
+    def fit(
+        self,
+        data: Tensor | Iterable[object],
+        labels: Tensor | Iterable[int] | None = None,
+        *,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> EmbeddingProbe:
+        """Compute and keep the features of every image in ``data``.
+
+        Parameters
+        ----------
+        data
+            A tensor ``(N, C, H, W)`` (run in chunks of ``batch_size``) or an
+            iterable of batches (a ``DataLoader``) yielding images or
+            ``(images, labels, ...)``. Batches are moved to the model's device.
+        labels
+            ``(N,)`` class labels. Leave out when the loader yields labels.
+        batch_size
+            Chunk size when ``data`` is a tensor.
+        progress
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        EmbeddingProbe
+            ``self``, with :attr:`features` and :attr:`labels` set.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from netlens.data import SmallResNet
+        >>> data = TensorDataset(torch.rand(10, 1, 16, 16), torch.arange(10) % 2)
+        >>> probe = EmbeddingProbe(SmallResNet(width=4))
+        >>> probe = probe.fit(DataLoader(data, batch_size=4), progress=False)
+        >>> probe.features.shape, probe.labels.tolist()
+        (torch.Size([10, 32]), [0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+        """
+        if isinstance(data, Tensor):
+            check_images(data)
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            batches: Iterable[object] = data.split(batch_size)
+            total: int | None = -(-len(data) // batch_size)
+        else:
+            batches = data
+            total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+        given = None if labels is None else torch.as_tensor(labels).reshape(-1).long().cpu()
+        if given is not None and isinstance(data, Tensor) and len(given) != len(data):
+            raise ValueError(f"got {len(given)} labels for {len(data)} images")
+
+        device = _model_device(self.model)
+        chunks: list[Tensor] = []
+        label_chunks: list[Tensor] = []
+        bar = tqdm(batches, total=total, desc="embedding", unit="batch", disable=not progress)
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                for batch in bar:
+                    images, batch_labels = _split_batch(batch)
+                    x = images.to(device, non_blocking=True)
+                    chunks.append(self._features_of(x).cpu())
+                    if batch_labels is not None:
+                        label_chunks.append(batch_labels)
+        finally:
+            bar.close()
+        if not chunks:
+            raise ValueError("the data yielded no batches")
+        features = torch.cat(chunks)
+        self.labels = _merge_labels(given, label_chunks, len(features))
+        self.features = features
+        return self
+
+    def _features_of(self, x: Tensor) -> Tensor:
+        if self._module is None:
+            self.layer = find_classifier(self.model, x)
+            _, self._module = resolve_layer(self.model, self.layer)
+        assert self.layer is not None
+        tap = Tap(self.layer, self._module, "copy", where=self._where, stop=True)
+        _, results = run_forward(self.model, x, HookSession(self.model, [tap], stop_early=True))
+        return results[self.layer].flatten(1)
+
+    def transform(self, images: Tensor, *, batch_size: int = 256) -> Tensor:
+        """Features of new images at the probe's layer, ``(N, D)`` on the CPU.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from netlens.data import SmallResNet
+        >>> probe = EmbeddingProbe(SmallResNet(width=4))
+        >>> probe = probe.fit(torch.rand(4, 1, 16, 16), progress=False)
+        >>> probe.transform(torch.rand(3, 1, 16, 16)).shape
+        torch.Size([3, 32])
+        """
+        check_images(images)
+        device = _model_device(self.model)
+        with eval_mode(self.model), torch.no_grad():
+            parts = [self._features_of(x.to(device)).cpu() for x in images.split(batch_size)]
+        return torch.cat(parts)
+
+    def _bank(self) -> Tensor:
+        if self.features is None:
+            raise NotFittedError(
+                "this EmbeddingProbe has no features yet; call probe.fit(images_or_loader) first."
+            )
+        return self.features
+
+    # views ---------------------------------------------------------------------
+
+    def tsne(self, *, perplexity: float = 30.0, seed: int = 0, **kwargs: object) -> np.ndarray:
+        """A 2-D t-SNE map of the fitted features (scikit-learn ``TSNE``).
+
+        Parameters
+        ----------
+        perplexity
+            Roughly the number of neighbours each point keeps close. Clipped to
+            ``(N - 1) / 3`` for small ``N`` (scikit-learn needs it below ``N``,
+            and a third keeps the map meaningful).
+        seed
+            ``random_state`` of the optimisation: the same seed gives the same map.
+        **kwargs
+            Passed on to ``sklearn.manifold.TSNE`` (``max_iter``, ``metric``,
+            ``early_exaggeration``, ...). Defaults: ``init="pca"``,
+            ``learning_rate="auto"``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 2)`` float coordinates, one row per fitted image.
+
+        Examples
+        --------
+        >>> import torch, torchvision
+        >>> probe = EmbeddingProbe(torchvision.models.resnet18())
+        >>> probe.fit(torch.randn(20, 3, 32, 32), progress=False).tsne(max_iter=250).shape
+        (20, 2)
+        """
+        from sklearn.manifold import TSNE
+
+        features = self._bank()
+        n = len(features)
+        if n < 4:
+            raise ValueError(f"t-SNE needs at least 4 points, the probe holds {n}")
+        if perplexity <= 0:
+            raise ValueError(f"perplexity must be positive, got {perplexity}")
+        options: dict[str, object] = {"init": "pca", "learning_rate": "auto"}
+        options.update(kwargs)
+        tsne = TSNE(
+            n_components=2,
+            perplexity=min(float(perplexity), (n - 1) / 3),
+            random_state=seed,
+            **options,
+        )
+        return tsne.fit_transform(features.double().numpy()).astype(np.float32)
+
+    def knn(
+        self,
+        queries: Tensor,
+        k: int = 10,
+        *,
+        metric: Metric = "cosine",
+        exclude_self: bool = False,
+        batch_size: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The ``k`` fitted images nearest to each query, nearest first.
+
+        Parameters
+        ----------
+        queries
+            Feature vectors ``(Q, D)`` or images ``(Q, C, H, W)``, which are
+            run through the model first.
+        k
+            Number of neighbours.
+        metric
+            ``"cosine"`` (distance ``1 - cos(q, x)``) or ``"euclidean"`` (the
+            L2 distance, not squared).
+        exclude_self
+            The queries are the fitted bank itself, in order (leave-one-out):
+            query ``i`` never gets ``i`` as a neighbour.
+        batch_size
+            Queries handled at once; each step holds a ``batch_size x N``
+            block of distances. Default: as many as fit in 64 MiB.
+
+        Returns
+        -------
+        indices : Tensor
+            ``(Q, k)`` int64 rows into :attr:`features`.
+        distances : Tensor
+            ``(Q, k)`` distances, ascending along each row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from netlens.data import SmallResNet
+        >>> probe = EmbeddingProbe(SmallResNet(width=4))
+        >>> probe = probe.fit(torch.rand(8, 1, 16, 16), progress=False)
+        >>> idx, dist = probe.knn(probe.features, k=2, exclude_self=True, metric="euclidean")
+        >>> idx.shape, bool((idx != torch.arange(8)[:, None]).all())
+        (torch.Size([8, 2]), True)
+        """
+        if metric not in _METRICS:
+            raise ValueError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
+        bank = self._bank()
+        if not isinstance(queries, Tensor):
+            raise TypeError(
+                f"queries must be a tensor of features (Q, D) or images (Q, C, H, W), "
+                f"not {type(queries).__name__}"
+            )
+        available = len(bank) - (1 if exclude_self else 0)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if k > available:
+            extra = " (minus the query itself, exclude_self=True)" if exclude_self else ""
+            raise ValueError(f"k={k} exceeds the {available} fitted points{extra}")
+        if queries.dim() == 4:
+            queries = self.transform(queries)
+        elif queries.dim() != 2:
+            hint = " Add a batch dimension with q.unsqueeze(0)." if queries.dim() == 1 else ""
+            raise ValueError(
+                "queries must be features (Q, D) or images (Q, C, H, W), got shape "
+                f"{tuple(queries.shape)}.{hint}"
+            )
+        if queries.shape[1] != bank.shape[1]:
+            raise ValueError(
+                f"queries have {queries.shape[1]} features per row, the fitted bank has "
+                f"{bank.shape[1]}; pass features of the probe's layer, or images."
+            )
+        if exclude_self and len(queries) != len(bank):
+            raise ValueError(
+                f"exclude_self=True means the queries are the fitted bank ({len(bank)} rows), "
+                f"but {len(queries)} queries were given"
+            )
+        if batch_size is None:
+            batch_size = max(1, _BLOCK_ELEMENTS // len(bank))
+        elif batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return _knn(queries.to(bank), bank, k, metric, exclude_self, batch_size)
+
+    def knn_accuracy(self, k: int = 10, *, metric: Metric = "cosine") -> float:
+        """Leave-one-out kNN classification accuracy on the fitted, labelled bank.
+
+        Each point is classified by a majority vote of its ``k`` nearest other
+        points; a tie goes to the tied class with the nearest neighbour.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from netlens.data import SmallResNet
+        >>> images = torch.rand(10, 1, 16, 16)
+        >>> probe = EmbeddingProbe(SmallResNet(width=4))
+        >>> probe = probe.fit(images, torch.zeros(10), progress=False)
+        >>> probe.knn_accuracy(k=3)
+        1.0
+        """
+        bank = self._bank()
+        if self.labels is None:
+            raise ValueError("knn_accuracy needs labels: fit(data, labels) or a labelled loader")
+        indices, _ = self.knn(bank, k, metric=metric, exclude_self=True)
+        predicted = majority_vote(self.labels[indices.cpu()])
+        return float((predicted == self.labels).float().mean())
+
+
+def majority_vote(neighbour_labels: Tensor) -> Tensor:
+    """Most frequent label per row of ``(Q, k)`` labels ordered nearest first.
+
+    Ties go to the tied label that appears first in the row (the nearest).
+
+    Examples
+    --------
+    >>> majority_vote(torch.tensor([[1, 2, 2], [3, 1, 1], [4, 5, 6]])).tolist()
+    [2, 1, 4]
+    """
+    if neighbour_labels.dim() != 2:
+        raise ValueError(f"expected (Q, k) labels, got shape {tuple(neighbour_labels.shape)}")
+    neighbour_labels = neighbour_labels.long()
+    classes = int(neighbour_labels.max()) + 1
+    counts = F.one_hot(neighbour_labels, classes).sum(1)
+    tied = counts == counts.amax(1, keepdim=True)
+    first = tied.gather(1, neighbour_labels).int().argmax(1)
+    return neighbour_labels.gather(1, first[:, None]).squeeze(1)
+
+
+def _knn(
+    queries: Tensor, bank: Tensor, k: int, metric: Metric, exclude_self: bool, batch_size: int
+) -> tuple[Tensor, Tensor]:
+    # Norms instead of a normalised or squared copy: no extra bank-sized tensor.
+    bank_norm = torch.linalg.vector_norm(bank, dim=1)
+    all_idx, all_dist = [], []
+    for start, q in _chunks(queries, batch_size):
+        if metric == "cosine":
+            # Ranking by similarity avoids the cancellation in 1 - s for near-duplicates.
+            score = F.normalize(q, dim=1) @ bank.T
+            score /= bank_norm.clamp_min(1e-12)
+        else:
+            # Negated squared distance via the dot-product expansion: one matmul, no (q, N, D).
+            score = q @ bank.T
+            score.mul_(2).sub_(bank_norm.square()).sub_(q.square().sum(1, keepdim=True))
+        if exclude_self:
+            rows = torch.arange(len(q), device=q.device)
+            score[rows, rows + start] = -torch.inf
+        idx = score.topk(k, dim=1).indices
+        if metric == "cosine":
+            dist = 1 - score.gather(1, idx)
+        else:
+            # Recomputed directly for the k winners: the expansion above loses digits.
+            dist = (q[:, None, :] - bank[idx]).norm(dim=2)
+        all_idx.append(idx)
+        all_dist.append(dist)
+    return torch.cat(all_idx), torch.cat(all_dist)
+
+
+def _chunks(x: Tensor, size: int) -> Iterator[tuple[int, Tensor]]:
+    for start in range(0, len(x), size):
+        yield start, x[start : start + size]
+
+
+@dataclass
+class Comparison:
+    """Two networks' feature spaces on the same images (see :func:`compare`).
+
+    Attributes
+    ----------
+    knn_accuracy_a, knn_accuracy_b
+        Leave-one-out kNN accuracy of each network's features.
+    overlap
+        Mean over images of ``|N_a(i) & N_b(i)| / k``: the share of an image's
+        ``k`` nearest neighbours that both networks agree on (1 = same
+        neighbourhoods, about ``k / N`` for unrelated ones).
+    overlap_per_image
+        ``(N,)`` the same share for each image, to find where they disagree.
+    k
+        Number of neighbours used.
+    """
+
+    knn_accuracy_a: float | None
+    knn_accuracy_b: float | None
+    overlap: float
+    overlap_per_image: Tensor
+    k: int
+
+
+def compare(
+    probe_a: EmbeddingProbe, probe_b: EmbeddingProbe, k: int = 10, *, metric: Metric = "cosine"
+) -> Comparison:
+    """Compare two probes fitted on the same images, in the same order.
+
+    Accuracies are ``None`` when the probes hold no labels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from netlens.data import SmallResNet
+    >>> images, labels = torch.rand(12, 1, 16, 16), torch.arange(12) % 3
+    >>> a = EmbeddingProbe(SmallResNet(width=4)).fit(images, labels, progress=False)
+    >>> compare(a, a, k=3).overlap
+    1.0
+    """
+    bank_a, bank_b = probe_a._bank(), probe_b._bank()
+    if len(bank_a) != len(bank_b):
+        raise ValueError(
+            f"the probes hold {len(bank_a)} and {len(bank_b)} images; fit both on the same data"
+        )
+    labels_a, labels_b = probe_a.labels, probe_b.labels
+    if labels_a is not None and labels_b is not None and not torch.equal(labels_a, labels_b):
+        raise ValueError("the probes' labels differ; fit both on the same data in the same order")
+    idx_a, _ = probe_a.knn(bank_a, k, metric=metric, exclude_self=True)
+    idx_b, _ = probe_b.knn(bank_b, k, metric=metric, exclude_self=True)
+    shared = (idx_a.cpu()[:, :, None] == idx_b.cpu()[:, None, :]).any(2).sum(1)
+    per_image = shared.float() / k
+    return Comparison(
+        knn_accuracy_a=None if labels_a is None else probe_a.knn_accuracy(k, metric=metric),
+        knn_accuracy_b=None if labels_b is None else probe_b.knn_accuracy(k, metric=metric),
+        overlap=float(per_image.mean()),
+        overlap_per_image=per_image,
+        k=k,
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _split_batch(batch: object) -> tuple[Tensor, Tensor | None]:
+    labels = None
+    if isinstance(batch, (tuple, list)) and batch:
+        if len(batch) > 1:
+            labels = torch.as_tensor(batch[1]).reshape(-1).long().cpu()
+        batch = batch[0]
+    if isinstance(batch, dict):
+        raise TypeError("dict batches are not understood; yield (images, labels) or images alone")
+    return check_images(batch), labels
+
+
+def _merge_labels(given: Tensor | None, from_data: list[Tensor], n: int) -> Tensor | None:
+    if given is not None and from_data:
+        raise ValueError(
+            "labels were given both as an argument and by the data loader; pass only one"
+        )
+    labels = given if given is not None else (torch.cat(from_data) if from_data else None)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} images")
+    return labels
