@@ -241,6 +241,7 @@ class EmbeddingProbe:
         (20, 2)
         """
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         features = self._bank()
         n = len(features)
@@ -256,7 +257,11 @@ class EmbeddingProbe:
             random_state=seed,
             **options,
         )
-        return tsne.fit_transform(features.double().numpy()).astype(np.float32)
+        # PyTorch and scikit-learn each bring an OpenMP runtime; after a forward pass
+        # their idle threads spin against each other and t-SNE runs 10-20x slower.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            points = tsne.fit_transform(features.double().numpy())
+        return points.astype(np.float32)
 
     def knn(
         self,
