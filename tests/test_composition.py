@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_unchanged, get_model, snapshot
 
+from conftest import assert_unchanged, get_model, snapshot
 from netlens import CAM, FeatureExtractor, GradCAM, Saliency, UnitAblator
 from netlens._hooks import RepeatedCallError
 
@@ -65,9 +65,11 @@ def test_gradcam_on_a_module_called_twice_is_refused(images):
 
 def test_nested_ablators_on_different_layers_combine(images):
     model = get_model("resnet18")
-    with UnitAblator(model, "layer4.1.conv2", UNITS[:2]), UnitAblator(
-        model, "layer4.1.conv2", UNITS[2:]
-    ), torch.no_grad():
+    with (
+        UnitAblator(model, "layer4.1.conv2", UNITS[:2]),
+        UnitAblator(model, "layer4.1.conv2", UNITS[2:]),
+        torch.no_grad(),
+    ):
         nested = model(images)
     both = UnitAblator(model, "layer4.1.conv2", UNITS)(images)
     assert torch.allclose(nested, both, atol=1e-6)

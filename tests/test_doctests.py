@@ -42,7 +42,8 @@ def test_viz_functions_have_an_example():
     public = [
         getattr(netlens.viz, n)
         for n in dir(netlens.viz)
-        if not n.startswith("_") and inspect.isfunction(getattr(netlens.viz, n))
+        if not n.startswith("_")
+        and inspect.isfunction(getattr(netlens.viz, n))
         and getattr(netlens.viz, n).__module__.startswith("netlens")
     ]
     assert public

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import MODEL_NAMES, assert_unchanged, get_model, snapshot
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import MODEL_NAMES, assert_unchanged, get_model, snapshot
 from netlens import (
     CAM,
     FeatureExtractor,
@@ -46,12 +46,12 @@ def _with_block(fx: FeatureExtractor, model: nn.Module, x: torch.Tensor) -> None
 
 ENTRY_POINTS: dict[str, Callable[[nn.Module, str, torch.Tensor], object]] = {
     "FeatureExtractor()": lambda m, layer, x: FeatureExtractor(m, layer)(x),
-    "FeatureExtractor(stop_early)": lambda m, layer, x: FeatureExtractor(
-        m, layer, stop_early=True
-    )(x),
-    "FeatureExtractor(detach=False)": lambda m, layer, x: FeatureExtractor(
-        m, layer, detach=False
-    )(x),
+    "FeatureExtractor(stop_early)": lambda m, layer, x: FeatureExtractor(m, layer, stop_early=True)(
+        x
+    ),
+    "FeatureExtractor(detach=False)": lambda m, layer, x: FeatureExtractor(m, layer, detach=False)(
+        x
+    ),
     "with FeatureExtractor": lambda m, layer, x: _with_block(FeatureExtractor(m, layer), m, x),
     "FeatureExtractor.extract": lambda m, layer, x: FeatureExtractor(m, layer).extract(
         DataLoader(TensorDataset(x), batch_size=1), reduce="mean", progress=False

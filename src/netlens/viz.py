@@ -34,6 +34,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+# Embedding plots live beside EmbeddingProbe's code; users find them here.
+from netlens._embedding_plots import compare_tsne as compare_tsne
+from netlens._embedding_plots import neighbour_grid as neighbour_grid
+from netlens._embedding_plots import tsne_scatter as tsne_scatter
 from netlens.dissect import RegionUnits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
