@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import MODEL_NAMES, assert_unchanged, get_model, snapshot
 from netlens import (
     CAM,
+    EmbeddingProbe,
     FeatureExtractor,
     GradCAM,
     Saliency,
@@ -63,6 +64,7 @@ ENTRY_POINTS: dict[str, Callable[[nn.Module, str, torch.Tensor], object]] = {
     "CAM": lambda m, layer, x: CAM(m, layer)(x),
     "GradCAM": lambda m, layer, x: GradCAM(m, layer)(x),
     "Saliency": lambda m, layer, x: Saliency(m)(x),
+    "EmbeddingProbe.fit": lambda m, layer, x: EmbeddingProbe(m, layer).fit(x, progress=False),
     "receptive_field": lambda m, layer, x: receptive_field(m, layer, tuple(x.shape[1:])),
 }
 
@@ -115,7 +117,7 @@ def test_public_calls_leave_the_model_as_found_when_the_forward_raises(name, ent
     bomb = _bomb(model)
     try:
         before = snapshot(model)
-        if entry in ("FeatureExtractor(stop_early)", "receptive_field"):
+        if entry in ("FeatureExtractor(stop_early)", "EmbeddingProbe.fit", "receptive_field"):
             ENTRY_POINTS[entry](model, layer, x)  # stops before the bomb / runs on a copy
         else:
             with pytest.raises(Boom):
