@@ -217,13 +217,17 @@ def test_size_options(method, images):
     assert raw.shape == ((2, INPUT_SIZE, INPUT_SIZE) if method is Saliency else (2, 2, 2))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
-def test_maps_have_the_inputs_dtype(method):
+def test_maps_have_the_inputs_dtype(method, dtype):
     torch.manual_seed(0)
-    model = SmallResNet(width=4).double().eval()
-    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
-    maps = method(model)(x)
-    assert maps.dtype == torch.float64 and maps.shape == (2, 16, 16)
+    model = SmallResNet(num_classes=5, in_channels=3, width=4).to(dtype).eval()
+    for side in range(1, 41):  # CAM's premise check must allow for the dtype's rounding
+        generator = torch.Generator().manual_seed(side)
+        x = torch.rand(2, 3, side, side, generator=generator).to(dtype)
+        maps = method(model)(x)
+        assert maps.dtype == dtype and maps.shape == (2, side, side)
+        assert torch.isfinite(maps).all()
 
 
 @pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])

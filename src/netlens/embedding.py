@@ -440,6 +440,16 @@ class Comparison:
         ``(N,)`` the same share for each image, to find where they disagree.
     k
         Number of neighbours used.
+
+    Examples
+    --------
+    >>> import torch
+    >>> images, labels = torch.rand(20, 1, 8, 8), torch.arange(20) % 2
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    >>> probe = EmbeddingProbe(net).fit(images, labels, progress=False)
+    >>> same = compare(probe, probe, k=3)
+    >>> same.overlap, same.knn_accuracy_a == same.knn_accuracy_b
+    (1.0, True)
     """
 
     knn_accuracy_a: float | None
