@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import MODEL_NAMES, assert_unchanged, get_model, snapshot
+from conftest import GAP_LINEAR, MODEL_NAMES, assert_unchanged, get_model, snapshot
 from netlens import (
     CAM,
     EmbeddingProbe,
@@ -28,16 +28,7 @@ from netlens import (
 )
 from netlens.layers import find_feature_layer
 
-CAM_MODELS = {
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v2",
-    "efficientnet_b0",
-    "regnet_y_400mf",
-    "googlenet",
-    "shufflenet_v2_x0_5",
-}
+CAM_MODELS = set(GAP_LINEAR)
 
 
 def _with_block(fx: FeatureExtractor, model: nn.Module, x: torch.Tensor) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 
 def check_images(x: object) -> Tensor:
@@ -30,3 +31,12 @@ def check_images(x: object) -> Tensor:
             "convert with x.float() / 255 for uint8 images."
         )
     return x
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a stateless model)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._checks import check_images
+from netlens._checks import check_images, model_device
 from netlens._hooks import HookSession, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, find_classifier, resolve_layer
 
@@ -155,7 +155,7 @@ class EmbeddingProbe:
         if given is not None and isinstance(data, Tensor) and len(given) != len(data):
             raise ValueError(f"got {len(given)} labels for {len(data)} images")
 
-        device = _model_device(self.model)
+        device = model_device(self.model)
         chunks: list[Tensor] = []
         label_chunks: list[Tensor] = []
         bar = tqdm(batches, total=total, desc="embedding", unit="batch", disable=not progress)
@@ -198,7 +198,7 @@ class EmbeddingProbe:
         torch.Size([3, 32])
         """
         check_images(images)
-        device = _model_device(self.model)
+        device = model_device(self.model)
         with eval_mode(self.model), torch.no_grad():
             parts = [self._features_of(x.to(device)).cpu() for x in images.split(batch_size)]
         return torch.cat(parts)
@@ -494,14 +494,6 @@ def compare(
         overlap_per_image=per_image,
         k=k,
     )
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _split_batch(batch: object) -> tuple[Tensor, Tensor | None]:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._checks import check_images
+from netlens._checks import check_images, model_device
 from netlens._hooks import HookSession, StopForward, Tap, eval_mode
 from netlens.layers import LayerLike, resolve_layer
 
@@ -171,7 +171,7 @@ class FeatureExtractor:
         """
         if reduce not in (None, "mean", "max"):
             raise ValueError(f"reduce must be None, 'mean' or 'max', not {reduce!r}")
-        device = _model_device(self.model)
+        device = model_device(self.model)
         chunks: dict[str, list[Tensor]] = {name: [] for name in self.layers}
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         bar = tqdm(loader, total=total, desc="extracting", unit="batch", disable=not progress)
@@ -185,14 +185,6 @@ class FeatureExtractor:
         if not any(chunks.values()):
             raise ValueError("the loader yielded no batches")
         return {name: torch.cat(parts) for name, parts in chunks.items()}
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _images_of(batch: object) -> Tensor:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from netlens._checks import model_device
 from netlens.extract import FeatureExtractor
 from netlens.layers import LayerLike, resolve_layer
 
@@ -184,7 +185,7 @@ def receptive_field(
     name, _ = resolve_layer(model, layer)
     shape = _input_shape(model, input_size)
     probe = _linearised_copy(model)
-    x = torch.ones(1, *shape, dtype=torch.float64, device=_device(model), requires_grad=True)
+    x = torch.ones(1, *shape, dtype=torch.float64, device=model_device(model), requires_grad=True)
     out = FeatureExtractor(probe, name, detach=False, stop_early=True)(x)[name]
     if out.dim() != 4:
         raise ValueError(
@@ -231,12 +232,6 @@ def _input_shape(
             "the model has no nn.Conv2d to read the channel count from; pass (C, H, W)"
         )
     return (first.in_channels, *size)  # type: ignore[return-value]
-
-
-def _device(model: nn.Module) -> torch.device:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _linearised_copy(model: nn.Module) -> nn.Module:
