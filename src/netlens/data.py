@@ -235,7 +235,7 @@ def _recompute_batchnorm_statistics(
             if transform is not None:
                 x, y = transform(x, y)
             model(x)
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 
 
