@@ -196,6 +196,8 @@ def test_tour_prints_the_numbers_and_ends_with_the_index_path(tour_run):
 @pytest.mark.slow
 def test_tour_page_images_all_load_in_a_headless_browser(tour_run, tmp_path):
     if not CHROMIUM.exists():
+        if os.environ.get("NETLENS_REQUIRE_BROWSER"):
+            pytest.fail(f"NETLENS_REQUIRE_BROWSER is set but there is no browser at {CHROMIUM}")
         pytest.skip(f"no headless browser at {CHROMIUM}")
     out, _ = tour_run
 
