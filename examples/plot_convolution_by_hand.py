@@ -120,10 +120,12 @@ fig.suptitle("2x2 convolution + ReLU, computed with loops and with F.conv2d (ide
 
 # %%
 # Stride 2 halves each side of the map, so the next layer has four times
-# fewer positions to process: a learned downsampling. Max pooling does the same
-# job without weights; pooling the stride-1 maps with a 2x2 window keeps a
-# detection anywhere in each window, where stride 2 only looks at every second
-# position.
+# fewer positions to process: a learned downsampling that compresses the
+# representation. Pooling does the same job without weights. Max pooling the
+# stride-1 maps with a 2x2 window keeps a detection anywhere in each window,
+# where stride 2 only looks at every second position: the vertical pair found
+# by w2 at row 3 falls between the stride-2 positions and is lost, but
+# survives pooling. (The 2x2 pool drops the stride-1 maps' last column.)
 pooled = F.max_pool2d(torch.from_numpy(by_torch[1])[None], 2)[0].numpy()
 for name, p, s2 in zip(filters, pooled, by_torch[2], strict=True):
     print(f"{name}: stride 2 {s2.astype(int).tolist()}, 2x2 max pool {p.astype(int).tolist()}")

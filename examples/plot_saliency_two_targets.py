@@ -192,7 +192,8 @@ order = sorted(
     key=lambda key: ["saliency mass", "top 5% salient pixels", "Grad-CAM mass"].index(key[0]),
 )
 fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
-ax.boxplot([shares[key] for key in order], tick_labels=[f"{m}\n{s} digit" for m, s in order])
+ax.boxplot([shares[key] for key in order])
+ax.set_xticks(range(1, len(order) + 1), [f"{m}\n{side} digit" for m, side in order])
 for i, key in enumerate(order, start=1):
     jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(shares[key]))
     ax.plot(i + jitter, shares[key], ".", alpha=0.35, color="tab:blue")
