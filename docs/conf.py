@@ -1,0 +1,138 @@
+"""Sphinx configuration of the netlens documentation.
+
+Build (runs every example of the gallery)::
+
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+
+Add ``-D plot_gallery=0`` for a quick build that does not run the examples.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# The source tree comes first, so the pages describe this checkout even when
+# another copy of netlens is installed.
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import netlens  # noqa: E402
+
+# -- project -----------------------------------------------------------------
+
+project = "netlens"
+author = "netlens developers"
+copyright = "netlens developers"
+release = netlens.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- extensions --------------------------------------------------------------
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+    "myst_parser",
+    "sphinx_gallery.gen_gallery",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "generated/backreferences"]
+source_suffix = {".rst": "restructuredtext"}
+root_doc = "index"
+default_role = "py:obj"
+
+# autodoc / autosummary
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_typehints = "signature"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True}
+add_module_names = False
+
+# numpydoc: autosummary already lists members, and class pages show them
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+
+# myst (used only to include CHANGELOG.md)
+myst_heading_anchors = 2
+suppress_warnings = ["myst.header"]
+
+# -- sphinx-gallery ----------------------------------------------------------
+
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    # Every script in examples/ runs, not only plot_*.py; _*.py are helpers.
+    "filename_pattern": r"\.py$",
+    "ignore_pattern": r"^_",
+    "within_subsection_order": "FileNameSortKey",
+    "doc_module": ("netlens",),
+    "reference_url": {"netlens": None},
+    "backreferences_dir": "generated/backreferences",
+    "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": False,
+    "remove_config_comments": True,
+    "download_all_examples": False,
+    "show_memory": False,
+    "min_reported_time": 1,
+}
+
+# -- html --------------------------------------------------------------------
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"netlens {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_theme_options = {
+    "github_url": "https://github.com/netlens/netlens",
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc", "sourcelink"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_show_sourcelink = True
+html_context = {"default_mode": "light"}
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """Show netlens's ``__call__`` even where only its signature says anything.
+
+    ``forward`` of an ``nn.Module`` is called through the module, and its
+    inherited docstring is PyTorch's, so it is left out.
+    """
+    if name == "__call__":
+        return not getattr(obj, "__module__", "").startswith("netlens")
+    if name == "forward":
+        return True
+    return None
+
+
+_GENERIC_CALL_DOC = ["Call self as a function."]
+_ATTRIBUTION_CALL_DOC = [
+    "One map per sample, ``(N, H, W)``, with raw values on ``x``'s device and dtype.",
+    "",
+    "``target``: ``None`` (each sample's top-1 class), an ``int`` or one class per",
+    "sample. ``size``: ``\"input\"`` (the input's height and width), ``None`` (the",
+    "method's own resolution) or ``(H, W)``.",
+]
+
+
+def _describe_call(app, what, name, obj, options, lines):
+    """Describe the shared attribution call where Python's generic text would show."""
+    if name.endswith(".__call__") and [line for line in lines if line] == _GENERIC_CALL_DOC:
+        if getattr(obj, "__qualname__", "") == "Attribution.__call__":
+            lines[:] = _ATTRIBUTION_CALL_DOC
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-process-docstring", _describe_call, priority=400)
