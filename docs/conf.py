@@ -116,23 +116,5 @@ def _skip_member(app, what, name, obj, skip, options):
     return None
 
 
-_GENERIC_CALL_DOC = ["Call self as a function."]
-_ATTRIBUTION_CALL_DOC = [
-    "One map per sample, ``(N, H, W)``, with raw values on ``x``'s device and dtype.",
-    "",
-    "``target``: ``None`` (each sample's top-1 class), an ``int`` or one class per",
-    "sample. ``size``: ``\"input\"`` (the input's height and width), ``None`` (the",
-    "method's own resolution) or ``(H, W)``.",
-]
-
-
-def _describe_call(app, what, name, obj, options, lines):
-    """Describe the shared attribution call where Python's generic text would show."""
-    if name.endswith(".__call__") and [line for line in lines if line] == _GENERIC_CALL_DOC:
-        if getattr(obj, "__qualname__", "") == "Attribution.__call__":
-            lines[:] = _ATTRIBUTION_CALL_DOC
-
-
 def setup(app):
     app.connect("autodoc-skip-member", _skip_member)
-    app.connect("autodoc-process-docstring", _describe_call, priority=400)

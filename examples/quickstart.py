@@ -15,7 +15,7 @@ from netlens.data import SmallResNet, accuracy, load_digits, train_classifier
 torch.manual_seed(0)
 train, test = load_digits(size=32)
 model = SmallResNet(num_classes=10, in_channels=1)
-history = train_classifier(model, train, test, epochs=5)
+history = train_classifier(model, train, test, epochs=5, progress=False)
 print(f"test accuracy after {len(history.loss)} epochs: {accuracy(model, test):.3f}")
 
 # %%

@@ -41,6 +41,19 @@ class Attribution:
         self.model = model
 
     def __call__(self, x: Tensor, target: Target = None, *, size: Size = "input") -> Tensor:
+        """One map per sample, ``(N, H, W)``, raw values on ``x``'s device and dtype.
+
+        Parameters
+        ----------
+        x
+            Images ``(N, C, H, W)``.
+        target
+            ``None`` (each sample's top-1 class), an ``int``, or one class per
+            sample.
+        size
+            ``"input"`` (the input's height and width), ``None`` (the method's
+            own resolution) or ``(H, W)``.
+        """
         check_images(x)
         _check_target_form(target, x.shape[0])
         out_size = _output_size(size, x)
