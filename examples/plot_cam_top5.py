@@ -137,13 +137,14 @@ for ax, values, title in [
 # titled with the class's logit and softmax probability. The printed lines
 # say on which digit each map peaks.
 #
-# On the strip of 2, 7 and 4, the three digits are the three best classes and
-# each map peaks on its own digit: the class activation follows the object
-# that carries the class. The fourth and fifth classes, 3 and 1, are not in
-# the picture; their maps spread over strokes of the digits that are (the
-# curves of the 2 and the 7 for "3"). The global average pools the whole
-# strip, so each digit supplies only about a third of the evidence and the
-# probabilities stay low and close together.
+# On the strip of 2, 7 and 4, the three digits are among the top five and
+# the map of each peaks on its own digit: the class activation follows the
+# object that carries the class. The other places go to classes that are
+# not in the picture; their maps spread over strokes that resemble them (a
+# "3" over the curves of the 2 and the 7, say). The global average pools the
+# whole strip, so each digit supplies only about a third of the evidence and
+# the probabilities stay low and close together; which digit comes first
+# can change from one training run to the next.
 
 
 def show_top5(picture, label, tiles=None):
@@ -176,6 +177,12 @@ def show_top5(picture, label, tiles=None):
             tile = (row // 32) * (width // 32) + col // 32
             where = f"; CAM peak on the digit {tiles[tile]}"
         print(title.replace("\n", ": ") + where)
+    if tiles is not None:
+        named = set(top.tolist())
+        print(
+            f"digits of the picture in the top 5: {[d for d in tiles if d in named]}; "
+            f"top-5 classes not in the picture: {[c for c in top.tolist() if c not in tiles]}"
+        )
     return fig
 
 
@@ -185,12 +192,13 @@ show_top5(scene, scene_label, scene_tiles)
 # (d) Another picture
 # -------------------
 # Four digits in a 2x2 square: the maps now have to find their digit in two
-# dimensions. Here the method works only in part. The 3, the 6 and the 9 are
-# among the top five and their maps peak on them, but the 0 is missing, and
-# two absent classes come in: the map of "8" peaks on the seam below the 0
-# and that of "1" near the centre, where the four tiles meet. The network has
-# only seen single, centred digits; seams and corners of a mosaic are new to
-# it, and the average over four digits leaves each a quarter of the
+# dimensions. Here the method works only in part: a digit of the picture
+# (the 0) drops out of the top five, and classes that are not in the picture
+# ("1", "8") come in; the last printed line lists both. The maps of the
+# intruders show where their evidence comes from: the seams and the centre,
+# where the tiles meet, and strokes that resemble them. The network has only
+# seen single, centred digits, so the seams and corners of a mosaic are new
+# to it, and the average over four digits leaves each a quarter of the
 # evidence. The map shows where a class score comes from, right or wrong,
 # which is what makes such failures easy to read.
 show_top5(other_scene, other_label, other_tiles)
