@@ -142,19 +142,44 @@ class History:
     test_accuracy: list[float]
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on ``split`` (eval mode; training flags restored)."""
+def accuracy(
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 256,
+    *,
+    transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on ``split`` (eval mode; training flags restored).
+
+    ``transform(images, labels)``, if given, maps each batch first, as in
+    :func:`train_classifier`: with :func:`~netlens.rotate_batch` this is the
+    accuracy of the rotation pretext task.
+
+    Examples
+    --------
+    >>> from netlens import rotate_batch
+    >>> _, test = load_digits(size=16)
+    >>> always_upright = nn.Sequential(nn.Flatten(), nn.Linear(256, 4))
+    >>> with torch.no_grad():
+    ...     _ = always_upright[1].weight.zero_(), always_upright[1].bias.copy_(
+    ...         torch.tensor([1.0, 0, 0, 0]))
+    >>> accuracy(always_upright, test, transform=rotate_batch)
+    0.25
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
+    correct = total = 0
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
             x = split.images[start : start + batch_size].to(device)
             y = split.labels[start : start + batch_size].to(device)
+            if transform is not None:
+                x, y = transform(x, y)
             correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
     model.train(was_training)
-    return correct / len(split)
+    return correct / total
 
 
 def train_classifier(
@@ -172,7 +197,8 @@ def train_classifier(
     """Train ``model`` with Adam and cross-entropy; return the learning curves.
 
     ``transform(images, labels)``, if given, maps each batch before the step
-    (e.g. a rotation pretext task). After each epoch the BatchNorm running
+    (e.g. a rotation pretext task); the accuracies in the returned history
+    are measured on batches mapped the same way. After each epoch the BatchNorm running
     statistics are recomputed over the whole training set with the epoch's
     final weights: the running averages kept during training lag behind
     weights that still move quickly, which makes eval-mode accuracy after a
@@ -207,9 +233,9 @@ def train_classifier(
             count += len(y)
         history.loss.append(total / count)
         _recompute_batchnorm_statistics(model, loader, transform, device)
-        history.train_accuracy.append(accuracy(model, train))
+        history.train_accuracy.append(accuracy(model, train, transform=transform))
         if test is not None:
-            history.test_accuracy.append(accuracy(model, test))
+            history.test_accuracy.append(accuracy(model, test, transform=transform))
     model.eval()
     return history
 
