@@ -45,8 +45,9 @@ def load_cifar10(n_train: int = 5000, n_test: int = 1000) -> tuple[Split, Split,
         images = torch.from_numpy(dataset.data[:n]).permute(0, 3, 1, 2).float() / 255
         return Split(images, torch.tensor(dataset.targets[:n]))
 
-    print(f"CIFAR-10: using {n_train} training and {n_test} test images to stay fast")
-    return as_split(sets[0], n_train), as_split(sets[1], n_test), list(sets[0].classes)
+    train, test = as_split(sets[0], n_train), as_split(sets[1], n_test)
+    print(f"CIFAR-10: using {len(train)} training and {len(test)} test images to stay fast")
+    return train, test, list(sets[0].classes)
 
 
 try:

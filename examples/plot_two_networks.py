@@ -54,8 +54,9 @@ def load_cifar10(n_train: int = 2500, n_test: int = 500) -> tuple[Split, Split, 
         images = torch.from_numpy(dataset.data[:n]).permute(0, 3, 1, 2).float() / 255
         return Split(images, torch.tensor(dataset.targets[:n]))
 
-    print(f"CIFAR-10: using {n_train} training and {n_test} test images to stay fast")
-    return as_split(sets[0], n_train), as_split(sets[1], n_test), list(sets[0].classes)
+    train, test = as_split(sets[0], n_train), as_split(sets[1], n_test)
+    print(f"CIFAR-10: using {len(train)} training and {len(test)} test images to stay fast")
+    return train, test, list(sets[0].classes)
 
 
 try:
@@ -231,7 +232,7 @@ for row, (name, model) in zip(
 
 # %%
 # Class activation maps of the supervised network
-# ------------------------------------------------
+# -----------------------------------------------
 # A global-average-pooled feature map followed by one linear layer makes a
 # class score a plain average: weighting the 8x8 feature maps of ``layer4`` by
 # the class's classifier weights and summing over channels gives a map whose
@@ -253,7 +254,13 @@ cam_sup = CAM(supervised)
 probs = logits_sup.softmax(1)
 predicted = probs.argmax(1)
 correct = predicted == test.labels
-rows = [int(torch.nonzero(correct & (test.labels == c))[0]) for c in (2, 4, 7)]
+# one test image per class, a correctly classified one where there is one
+rows = []
+for c in (2, 4, 7):
+    of_class = test.labels == c
+    rows.append(
+        int(torch.nonzero(of_class & correct if (of_class & correct).any() else of_class)[0])
+    )
 wrong = torch.nonzero(~correct).flatten()
 if len(wrong):
     rows.append(int(wrong[0]))
