@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import FigureBase
 from torch import Tensor, nn
 
 # Embedding plots live beside EmbeddingProbe's code; users find them here.
@@ -280,8 +280,8 @@ def activation_grid(
     *,
     channels: int | Sequence[int] = 8,
     images: int | Sequence[int] = 4,
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Show feature maps: one row per image, one column per channel.
 
     Each panel is min-max normalised on its own (a dead channel is black) and
@@ -296,7 +296,8 @@ def activation_grid(
     images
         The first ``n`` images of the batch, or a sequence of indices.
     fig
-        Figure to draw on (it is cleared); a new one when omitted.
+        Figure or subfigure to draw on (it is cleared); a new figure when
+        omitted.
 
     Examples
     --------
@@ -517,8 +518,8 @@ def ablation_comparison(
     class_names: Sequence[str] | None = None,
     k: int = 5,
     *,
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Top-``k`` bars before and after an ablation, side by side on one scale.
 
     Each panel ranks its own top ``k``, so a class that rises into the top
@@ -553,8 +554,8 @@ def attribution_grid(
     std: Sequence[float] | float | None = None,
     alpha: float = 0.5,
     cmap: str = "jet",
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Compare attribution methods: rows are images, columns image | method 1 | ...
 
     Parameters
@@ -618,8 +619,8 @@ def region_units(
     count: int = 4,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Show the units that best match a region (from :func:`netlens.dissect.units_for_region`).
 
     The first panel is the image with the region outlined (when ``mask`` is
