@@ -73,3 +73,31 @@ def test_nested_ablators_on_different_layers_combine(images):
         nested = model(images)
     both = UnitAblator(model, "layer4.1.conv2", UNITS)(images)
     assert torch.allclose(nested, both, atol=1e-6)
+
+
+def _gradcam_at_layer4_0(model):
+    return GradCAM(model, "layer4.0")
+
+
+@pytest.mark.parametrize(
+    ("method", "ablated"),
+    [(_gradcam_at_layer4_0, "layer4.1.bn2"), (Saliency, "layer3.1.bn2")],
+    ids=["GradCAM", "Saliency"],
+)
+def test_gradients_respect_an_ablation_of_a_batchnorm_output(method, ablated, images):
+    # These methods pass gradients through eval-mode BatchNorm layers by a saved
+    # per-channel scale; an ablation hook on the same layer must still cut the
+    # gradient of the ablated channels, as zeroing the layer's weight and bias does.
+    # Both layers feed a residual sum, so no ReLU would cut that gradient anyway.
+    model = get_model("resnet18")
+    units = [2, 9, 100]
+    pruned = copy.deepcopy(model)
+    norm = pruned.get_submodule(ablated)
+    with torch.no_grad():
+        norm.weight[units] = 0
+        norm.bias[units] = 0
+    expected = method(pruned)(images, [1, 2], size=None)
+    with UnitAblator(model, ablated, units):
+        got = method(model)(images, [1, 2], size=None)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert not torch.allclose(method(model)(images, [1, 2], size=None), expected)

@@ -23,6 +23,10 @@ A module called more than once inside one forward pass of the root model (the
 shared ``relu`` of a torchvision ResNet block runs two or three times) has no
 single output; a tap on it raises :class:`RepeatedCallError` rather than
 silently keeping one of the calls.
+
+:func:`input_gradients_only` serves methods that differentiate with respect to
+inputs or activations, never parameters: eval-mode BatchNorm layers then stop
+saving their inputs for the backward pass.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -254,6 +258,104 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Give ``y``, computed from ``x`` without autograd, the gradient ``dy * scale`` to ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        # Marked as changed in place so that ``y`` itself (not a view of it) comes
+        # back with history: a later in-place ReLU on it stays legal.
+        ctx.mark_dirty(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (scale,) = ctx.saved_tensors
+        return (grad * scale).to(grad.dtype), None, None
+
+
+def _uses_running_stats(module: nn.Module) -> bool:
+    return (
+        not module.training
+        and getattr(module, "running_mean", None) is not None
+        and getattr(module, "running_var", None) is not None
+    )
+
+
+def _batchnorm_scale(module: nn.Module, output: Tensor) -> Tensor:
+    """``weight / sqrt(running_var + eps)`` shaped to broadcast over ``output``'s channels."""
+    variance: Tensor = module.running_var  # type: ignore[assignment]
+    # At least float32, so low-precision models lose nothing in the product.
+    dtype = torch.promote_types(torch.promote_types(variance.dtype, output.dtype), torch.float32)
+    scale = torch.rsqrt(variance.to(dtype) + module.eps)  # type: ignore[operator]
+    if module.weight is not None:
+        scale = scale * module.weight.detach().to(dtype)
+    return scale.reshape(1, -1, *([1] * (output.dim() - 2)))
+
+
+@contextmanager
+def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
+    r"""Inside this block, eval-mode BatchNorm layers do not save their inputs for backward.
+
+    With running statistics a BatchNorm layer is the per-channel affine map
+    :math:`y = s x + b`, :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`, so the
+    gradient with respect to its input, :math:`s \, \partial L / \partial y`, needs
+    only :math:`s`. Autograd still keeps every input (a full activation map per
+    layer) because the gradients of :math:`\gamma` and :math:`\beta` need it.
+    Inside this block such a layer runs without recording and its output is
+    reattached to its input through :math:`s` alone: input and activation
+    gradients are unchanged, BatchNorm parameters receive none. About half of
+    what a ResNet saves for backward is BatchNorm inputs.
+
+    Layers in training mode, layers without running statistics, and calls whose
+    input needs no gradient are left alone. The hooks are removed and the grad
+    mode restored on exit, also when the forward pass raises.
+    """
+    grad_mode = torch.is_grad_enabled()
+    reattach: list[bool] = []
+
+    def before(module: nn.Module, args: tuple[object, ...]) -> None:
+        x = args[0] if args else None
+        wanted = (
+            torch.is_grad_enabled()
+            and isinstance(x, Tensor)
+            and x.requires_grad
+            and _uses_running_stats(module)
+        )
+        reattach.append(wanted)
+        if wanted:
+            torch.set_grad_enabled(False)
+
+    def after(module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+        if not reattach.pop():
+            return None
+        torch.set_grad_enabled(True)
+        if not isinstance(output, Tensor):
+            raise TypeError(f"a BatchNorm layer returned a {type(output).__name__}")
+        x = args[0]
+        assert isinstance(x, Tensor)
+        return _ScaleGradient.apply(x, output, _batchnorm_scale(module, output))
+
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for module in model.modules():
+            if isinstance(module, _BATCHNORMS):
+                # Other pre-hooks (which may change the input) run first, with
+                # gradients on; other forward hooks (an ablation of this layer's
+                # output) run after the output has its history back.
+                handles.append(module.register_forward_pre_hook(before))
+                handles.append(module.register_forward_hook(after, prepend=True))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        torch.set_grad_enabled(grad_mode)
 
 
 @dataclass

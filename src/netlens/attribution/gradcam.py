@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netlens._hooks import HookSession, Tap, run_forward
+from netlens._hooks import HookSession, Tap, input_gradients_only, run_forward
 from netlens.attribution._base import LayerAttribution, Target, resolve_targets, spatial
 
 
@@ -28,6 +28,9 @@ class GradCAM(LayerAttribution):
 
     Only the part of the network above the layer records autograd history:
     everything below it runs without gradients, which is all Grad-CAM needs.
+    Above it, eval-mode BatchNorm layers keep no copy of their inputs (see
+    :func:`netlens._hooks.input_gradients_only`): no parameter gradient is
+    needed either.
     The feature map is the layer's output as it returned, before any later
     in-place operation (an ``inplace=True`` ReLU, ``out += identity``).
 
@@ -53,7 +56,7 @@ class GradCAM(LayerAttribution):
     def _attribute(self, x: Tensor, target: Target) -> Tensor:
         name, module = self._resolve(x)
         session = HookSession(self.model, [Tap(name, module, "leaf")])
-        with torch.no_grad():
+        with torch.no_grad(), input_gradients_only(self.model):
             logits, found = run_forward(self.model, x, session)
         activation = spatial(name, found[name], "GradCAM")
         assert logits is not None
