@@ -25,8 +25,8 @@ single output; a tap on it raises :class:`RepeatedCallError` rather than
 silently keeping one of the calls.
 
 :func:`input_gradients_only` serves methods that differentiate with respect to
-inputs or activations, never parameters: eval-mode BatchNorm layers then stop
-saving their inputs for the backward pass.
+inputs or activations, never parameters: common layers then stop saving
+activations that only parameter gradients need.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from netlens._input_gradients import LAYER_TYPES, Rule, rule_for
 
 Mode = Literal["copy", "graph", "leaf"]
 
@@ -260,92 +262,45 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Give ``y``, computed from ``x`` without autograd, the gradient ``dy * scale`` to ``x``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
-        ctx.save_for_backward(scale)
-        # Marked as changed in place so that ``y`` itself (not a view of it) comes
-        # back with history: a later in-place ReLU on it stays legal.
-        ctx.mark_dirty(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        (scale,) = ctx.saved_tensors
-        return (grad * scale).to(grad.dtype), None, None
-
-
-def _uses_running_stats(module: nn.Module) -> bool:
-    return (
-        not module.training
-        and getattr(module, "running_mean", None) is not None
-        and getattr(module, "running_var", None) is not None
-    )
-
-
-def _batchnorm_scale(module: nn.Module, output: Tensor) -> Tensor:
-    """``weight / sqrt(running_var + eps)`` shaped to broadcast over ``output``'s channels."""
-    variance: Tensor = module.running_var  # type: ignore[assignment]
-    # At least float32, so low-precision models lose nothing in the product.
-    dtype = torch.promote_types(torch.promote_types(variance.dtype, output.dtype), torch.float32)
-    scale = torch.rsqrt(variance.to(dtype) + module.eps)  # type: ignore[operator]
-    if module.weight is not None:
-        scale = scale * module.weight.detach().to(dtype)
-    return scale.reshape(1, -1, *([1] * (output.dim() - 2)))
-
-
 @contextmanager
 def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
-    r"""Inside this block, eval-mode BatchNorm layers do not save their inputs for backward.
+    """Inside this block, layers keep only what gradients to their inputs need.
 
-    With running statistics a BatchNorm layer is the per-channel affine map
-    :math:`y = s x + b`, :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`, so the
-    gradient with respect to its input, :math:`s \, \partial L / \partial y`, needs
-    only :math:`s`. Autograd still keeps every input (a full activation map per
-    layer) because the gradients of :math:`\gamma` and :math:`\beta` need it.
-    Inside this block such a layer runs without recording and its output is
-    reattached to its input through :math:`s` alone: input and activation
-    gradients are unchanged, BatchNorm parameters receive none. About half of
-    what a ResNet saves for backward is BatchNorm inputs.
+    For methods that differentiate with respect to inputs or activations and
+    never parameters. Eval-mode BatchNorm layers, convolutions and ReLUs run
+    without recording, and their outputs are reattached to their inputs with
+    the exact input gradient (rules in :mod:`netlens._input_gradients`): no
+    BatchNorm or convolution input is kept, and a ReLU keeps a boolean mask.
+    Parameters of these layers receive no gradient. On a ResNet-50 this cuts
+    what autograd holds for the backward pass by about four fifths.
 
-    Layers in training mode, layers without running statistics, and calls whose
-    input needs no gradient are left alone. The hooks are removed and the grad
-    mode restored on exit, also when the forward pass raises.
+    Calls whose input needs no gradient, BatchNorm layers in training mode or
+    without running statistics, and convolutions with non-zero padding modes
+    are left to autograd. The hooks are removed and the grad mode restored on
+    exit, also when the forward pass raises.
     """
     grad_mode = torch.is_grad_enabled()
-    reattach: list[bool] = []
+    pending: list[Rule | None] = []
 
     def before(module: nn.Module, args: tuple[object, ...]) -> None:
-        x = args[0] if args else None
-        wanted = (
-            torch.is_grad_enabled()
-            and isinstance(x, Tensor)
-            and x.requires_grad
-            and _uses_running_stats(module)
-        )
-        reattach.append(wanted)
-        if wanted:
+        rule = rule_for(module, args[0] if args else None)
+        pending.append(rule)
+        if rule is not None:
             torch.set_grad_enabled(False)
 
     def after(module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
-        if not reattach.pop():
+        rule = pending.pop()
+        if rule is None:
             return None
         torch.set_grad_enabled(True)
-        if not isinstance(output, Tensor):
-            raise TypeError(f"a BatchNorm layer returned a {type(output).__name__}")
         x = args[0]
-        assert isinstance(x, Tensor)
-        return _ScaleGradient.apply(x, output, _batchnorm_scale(module, output))
+        assert isinstance(x, Tensor) and isinstance(output, Tensor)
+        return rule(module, x, output)
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for module in model.modules():
-            if isinstance(module, _BATCHNORMS):
+            if type(module) in LAYER_TYPES:
                 # Other pre-hooks (which may change the input) run first, with
                 # gradients on; other forward hooks (an ablation of this layer's
                 # output) run after the output has its history back.

@@ -28,9 +28,9 @@ class GradCAM(LayerAttribution):
 
     Only the part of the network above the layer records autograd history:
     everything below it runs without gradients, which is all Grad-CAM needs.
-    Above it, eval-mode BatchNorm layers keep no copy of their inputs (see
-    :func:`netlens._hooks.input_gradients_only`): no parameter gradient is
-    needed either.
+    No parameter gradient is needed either, so above the layer convolutions
+    and eval-mode BatchNorm layers keep no activations for the backward pass
+    and ReLUs keep a boolean mask (:func:`netlens._hooks.input_gradients_only`).
     The feature map is the layer's output as it returned, before any later
     in-place operation (an ``inplace=True`` ReLU, ``out += identity``).
 

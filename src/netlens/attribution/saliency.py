@@ -27,10 +27,10 @@ class Saliency(Attribution):
 
     The input's ``.grad`` and the parameters' ``.grad`` are left untouched: the
     gradient is taken with respect to a copy of the input. No parameter
-    gradient is needed, so eval-mode BatchNorm layers keep no copy of their
-    inputs for the backward pass (:func:`netlens._hooks.input_gradients_only`):
-    on a ResNet-50 that halves what autograd holds between the forward and the
-    backward pass.
+    gradient is needed, so convolutions and eval-mode BatchNorm layers keep no
+    activations for the backward pass and ReLUs keep a boolean mask
+    (:func:`netlens._hooks.input_gradients_only`): on a ResNet-50 autograd
+    then holds 220 MiB for a batch of 16 images of 224 x 224 instead of 1.3 GiB.
 
     Parameters
     ----------

@@ -1,0 +1,135 @@
+r"""Input gradients of common layers without the activations autograd keeps.
+
+Autograd saves, for every recorded operation, what the gradients of *all* its
+differentiable arguments need. A method that differentiates only with respect
+to an input or an activation (saliency, Grad-CAM) never asks for parameter
+gradients, yet pays for them: on a ResNet most of the memory held between the
+forward and the backward pass is activations kept only for weight gradients.
+
+For three layer types the gradient with respect to the input needs much less:
+
+* ``BatchNorm`` in eval mode (running statistics) is the per-channel affine map
+  :math:`y = s x + b`, :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`; the input
+  gradient :math:`s \, \partial L / \partial y` needs only :math:`s`, not
+  :math:`x` (which autograd keeps for :math:`\partial L / \partial \gamma`).
+* A convolution is linear in its input; the input gradient is the transposed
+  convolution of :math:`\partial L / \partial y` with the weight, and needs only
+  the weight and the input's shape, not :math:`x` (kept for the weight
+  gradient).
+* ``ReLU`` needs only where :math:`y > 0`: one byte per element instead of the
+  four of a float32 output.
+
+Each rule takes a layer's output ``y``, computed from ``x`` with autograd off,
+and returns it attached to ``x``'s history with the exact input gradient,
+keeping only what that gradient needs. The hooks that run layers this way live
+in :func:`netlens._hooks.input_gradients_only`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Rule = Callable[[nn.Module, Tensor, Tensor], Tensor]
+VectorJacobian = Callable[..., Tensor]
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# Exact types: a subclass may compute something else in ``forward``.
+LAYER_TYPES = (*_BATCHNORMS, *_CONVOLUTIONS, nn.ReLU)
+
+
+class _Reattach(torch.autograd.Function):
+    """Give ``y``, computed from ``x`` without autograd, the input gradient ``vjp(dy, *kept)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, vjp: VectorJacobian, *kept: Tensor) -> Tensor:
+        ctx.vjp = vjp
+        ctx.save_for_backward(*kept)
+        # Marked as changed in place so that ``y`` itself (not a view of it) comes
+        # back with history: a later in-place ReLU on it stays legal.
+        ctx.mark_dirty(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        kept = ctx.saved_tensors
+        return (ctx.vjp(grad, *kept), None, None, *([None] * len(kept)))
+
+
+def _scale_vjp(grad: Tensor, scale: Tensor) -> Tensor:
+    return (grad * scale).to(grad.dtype)
+
+
+def _batchnorm(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    variance: Tensor = module.running_var  # type: ignore[assignment]
+    # At least float32, so low-precision models lose nothing in the product.
+    dtype = torch.promote_types(torch.promote_types(variance.dtype, y.dtype), torch.float32)
+    scale = torch.rsqrt(variance.to(dtype) + module.eps)  # type: ignore[operator]
+    if module.weight is not None:
+        scale = scale * module.weight.detach().to(dtype)
+    scale = scale.reshape(1, -1, *([1] * (y.dim() - 2)))
+    return _Reattach.apply(x, y, _scale_vjp, scale)
+
+
+class _ConvInputVJP:
+    def __init__(self, module: nn.Module, x: Tensor) -> None:
+        self.dims = x.dim() - 2
+        self.like = (x.shape, x.stride(), x.dtype, x.device)
+        self.options = (module.stride, module.padding, module.dilation, module.groups)
+
+    def __call__(self, grad: Tensor, weight: Tensor) -> Tensor:
+        shape, stride, dtype, device = self.like
+        # The input gradient does not depend on the input's values, only on its
+        # layout; an uninitialised tensor with the input's strides keeps the
+        # backend on the path it takes for the real input (a broadcast dummy,
+        # as in torch.nn.grad.conv2d_input, gets copied to a full tensor first).
+        layout = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        stride_, padding, dilation, groups = self.options
+        return torch.ops.aten.convolution_backward(
+            grad,
+            layout,
+            weight,
+            None,
+            stride_,
+            padding,
+            dilation,
+            False,
+            [0] * self.dims,
+            groups,
+            (True, False, False),
+        )[0]
+
+
+def _convolution(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return _Reattach.apply(x, y, _ConvInputVJP(module, x), module.weight.detach())  # type: ignore[union-attr]
+
+
+def _mask_vjp(grad: Tensor, positive: Tensor) -> Tensor:
+    return torch.where(positive, grad, 0)
+
+
+def _relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return _Reattach.apply(x, y, _mask_vjp, y > 0)
+
+
+def rule_for(module: nn.Module, x: object) -> Rule | None:
+    """How to reattach this call's output, or ``None`` to let autograd record it."""
+    if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
+        return None
+    kind = type(module)
+    if kind in _BATCHNORMS:
+        stats = module.running_mean is not None and module.running_var is not None
+        return _batchnorm if stats and not module.training else None
+    if kind in _CONVOLUTIONS:
+        plain = module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        return _convolution if plain else None
+    if kind is nn.ReLU:
+        # In place on a leaf or a view, autograd's own rules (and errors) apply.
+        in_place_ok = not module.inplace or not (x.is_leaf or x._is_view())
+        return _relu if in_place_ok else None
+    return None
