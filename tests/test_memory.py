@@ -5,6 +5,12 @@ Each measurement runs in a fresh process: the call runs once on one image
 (``/proc/self/clear_refs``), and the call runs once on the batch. The peak
 extra memory is compared with that of a plain forward pass recording the whole
 graph plus the backward pass to the input, measured the same way.
+
+glibc keeps freed blocks of up to 32 MiB in its heap by default, and the
+resident size then depends on the order of allocations as much as on what is
+alive (runs of the same call differ by a third). A fixed mmap threshold sends
+every block over 64 KiB back to the system when it is freed, so the peak reads
+the memory that was alive.
 """
 
 from __future__ import annotations
@@ -66,7 +72,11 @@ def _can_reset_peak() -> bool:
 def _peaks(names: list[str]) -> dict[str, float]:
     """Peak extra MiB of each call, each in its own process (run side by side)."""
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+    }
     processes = {
         name: subprocess.Popen(
             [sys.executable, "-c", SCRIPT, name],
@@ -92,11 +102,11 @@ def _peaks(names: list[str]) -> dict[str, float]:
 def test_gradcam_and_saliency_need_far_less_memory_than_the_full_graph():
     peaks = _peaks(["full_graph", "gradcam", "saliency"])
     reference = peaks["full_graph"]
-    # The full graph of ResNet-18 at 16 x 160 x 160 peaks at ~240 MiB.
-    assert reference > 150, peaks
-    # Measured: Grad-CAM 0.21 of the full graph (it records only layer4 and the
-    # head), saliency 0.64 (it keeps no BatchNorm input). Grad-CAM recording the
-    # layers below its layer too reads 0.44; saliency keeping every BatchNorm
-    # input reads 0.93.
-    assert peaks["gradcam"] < 0.3 * reference, peaks
-    assert peaks["saliency"] < 0.8 * reference, peaks
+    # The full graph of ResNet-18 at 16 x 160 x 160 peaks at ~185 MiB.
+    assert reference > 120, peaks
+    # Measured: Grad-CAM 0.27 of the full graph (it records layer4 and the head,
+    # keeping ReLU masks only), saliency 0.46 (ReLU masks only). Grad-CAM
+    # recording the whole graph reads 1.0, recording the layers below its layer
+    # (ReLU masks only) 0.43; saliency recording the whole graph reads 1.0.
+    assert peaks["gradcam"] < 0.35 * reference, peaks
+    assert peaks["saliency"] < 0.7 * reference, peaks
