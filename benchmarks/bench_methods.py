@@ -102,6 +102,15 @@ def _score(logits: Tensor, targets: list[int]) -> Tensor:
     return logits.gather(1, index).sum()
 
 
+def _forward_to_layer2(model: nn.Module, x: Tensor, targets: list[int]) -> Run:
+    def run() -> object:
+        with torch.no_grad():
+            h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+            return model.layer2(model.layer1(h))
+
+    return run
+
+
 def _forward_backward(model: nn.Module, x: Tensor, targets: list[int]) -> Run:
     def run() -> object:
         inputs = x.detach().requires_grad_(True)
@@ -230,6 +239,7 @@ class Case:
 CASES = [
     Case("forward (no grad)", "baseline", _forward),
     Case("forward + backward to input", "baseline", _forward_backward),
+    Case("forward to layer2 only (no grad)", "baseline", _forward_to_layer2),
     Case("forward + backward to input, frozen params", "baseline", _forward_backward_frozen),
     Case("Grad-CAM floor: backward to layer4 only", "baseline", _gradcam_floor),
     Case("CAM", "netlens", _netlens_cam),
@@ -336,26 +346,41 @@ def measure_cpu_peak(case: Case, model_name: str, batch: int, size: int) -> dict
 
 
 def cpu_peaks(
-    cases: list[Case], model_name: str, batch: int, size: int, threads: int, jobs: int
+    cases: list[Case], model_name: str, batch: int, args: argparse.Namespace
 ) -> dict[str, dict[str, object]]:
-    """Peak extra memory of each case, each in a fresh process (``jobs`` at a time)."""
-    pending = [(index, case) for index, case in enumerate(CASES) if case in cases]
+    """Median peak extra memory of each case over ``args.memory_repeats`` fresh processes."""
+    env = dict(os.environ)
+    if args.live_memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    pending = [
+        (index, case)
+        for _ in range(args.memory_repeats)
+        for index, case in enumerate(CASES)
+        if case in cases
+    ]
     running: list[tuple[Case, subprocess.Popen[str]]] = []
-    peaks = {}
+    runs: dict[str, list[dict[str, object]]] = {}
     while pending or running:
-        while pending and len(running) < jobs:
+        while pending and len(running) < args.memory_jobs:
             index, case = pending.pop(0)
             command = [sys.executable, __file__, "--memory-case", str(index), "--models"]
-            command += [model_name, "--batches", str(batch), "--size", str(size)]
-            command += ["--threads", str(threads)]
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            command += [model_name, "--batches", str(batch), "--size", str(args.size)]
+            command += ["--threads", str(args.threads)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
             running.append((case, process))
         case, process = running.pop(0)
         out, _ = process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"memory run of {_key(case)} failed")
-        peaks[_key(case)] = json.loads(out.strip().splitlines()[-1])
-    return peaks
+        runs.setdefault(_key(case), []).append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        key: {
+            "peak_mib": statistics.median(r["peak_mib"] for r in results),
+            "runs_mib": [r["peak_mib"] for r in results],
+            "method": results[0]["method"],
+        }
+        for key, results in runs.items()
+    }
 
 
 def cuda_peaks(
@@ -443,6 +468,13 @@ TARGETS = [
         "time",
         0.6,
     ),
+    (
+        "FeatureExtractor layer2 stop_early / bare forward to layer2",
+        "netlens: FeatureExtractor layer2 stop_early",
+        "baseline: forward to layer2 only (no grad)",
+        "time",
+        1.03,
+    ),
 ]
 TARGET_CONFIG = ("resnet50", 16)
 
@@ -470,6 +502,11 @@ def acceptance(config: dict[str, object]) -> list[dict[str, object]]:
     return rows
 
 
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def machine(device: str, threads: int) -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -492,7 +529,7 @@ def machine(device: str, threads: int) -> dict[str, object]:
         "torch_threads": threads,
         "os": platform.platform(),
         "versions": versions,
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": _load_average(),
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
@@ -581,6 +618,13 @@ def _parser() -> argparse.ArgumentParser:
         "--devices", nargs="+", default=None, help="default: cpu, and cuda when available"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="processes per case")
+    parser.add_argument(
+        "--live-memory",
+        action="store_true",
+        help="fix glibc's mmap threshold at 64 KiB in the memory runs, so that freed blocks go "
+        "back to the system and the peak reads live memory rather than heap retention",
+    )
     parser.add_argument(
         "--memory-jobs",
         type=int,
@@ -591,6 +635,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)
     return parser
+
+
+def _memory_method(device: str, args: argparse.Namespace, methods: set[str]) -> str:
+    if device == "cuda":
+        return "torch.cuda.max_memory_allocated"
+    if methods == {"VmHWM"}:
+        method = "peak RSS in a fresh process per case, VmHWM after a reset"
+    else:
+        method = "growth of ru_maxrss in a fresh process per case (may under-read)"
+    malloc = "glibc mmap threshold fixed at 64 KiB" if args.live_memory else "default malloc"
+    return f"{method}, median of {args.memory_repeats} processes, {malloc}"
+
+
+def measure_config(
+    cases: list[Case], device: str, model_name: str, batch: int, args: argparse.Namespace
+) -> tuple[dict[str, object], set[str]]:
+    """Map errors, times and peaks of every case for one model and batch size."""
+    print(f"[{device}] {model_name}, batch {batch} ...", file=sys.stderr, flush=True)
+    model, x, targets = _setup(model_name, batch, args.size, device)
+    config: dict[str, object] = {"model": model_name, "batch": batch}
+    config["map_errors"] = map_errors(model, x, targets)
+    config["time_s"] = time_cases(cases, model, x, targets, args.repeats, device)
+    methods: set[str] = set()
+    if not args.no_memory:
+        if device == "cuda":
+            measured = cuda_peaks(cases, model, x, targets)
+        else:
+            del model, x
+            gc.collect()
+            measured = cpu_peaks(cases, model_name, batch, args)
+        config["peak_mib"] = {k: v["peak_mib"] for k, v in measured.items()}
+        config["peak_runs_mib"] = {k: v.get("runs_mib") for k, v in measured.items()}
+        methods = {str(v["method"]) for v in measured.values()}
+    if (model_name, batch) == TARGET_CONFIG:
+        config["acceptance"] = acceptance(config)
+    return config, methods
 
 
 def main() -> None:
@@ -618,43 +698,18 @@ def main() -> None:
             "size": args.size,
             "repeats": args.repeats,
             "skipped": skipped,
-            "memory_method": "none",
+            "memory_method": "not measured",
             "configs": [],
             "tsne": tsne,
         }
         for model_name in args.models:
             for batch in args.batches:
-                print(f"[{device}] {model_name}, batch {batch} ...", file=sys.stderr, flush=True)
-                model, x, targets = _setup(model_name, batch, args.size, device)
-                config: dict[str, object] = {"model": model_name, "batch": batch}
-                config["map_errors"] = map_errors(model, x, targets)
-                config["time_s"] = time_cases(cases, model, x, targets, args.repeats, device)
-                if not args.no_memory:
-                    if device == "cuda":
-                        config["peak_mib"] = {
-                            k: v["peak_mib"]
-                            for k, v in cuda_peaks(cases, model, x, targets).items()
-                        }
-                        result["memory_method"] = "torch.cuda.max_memory_allocated"
-                    else:
-                        measured = cpu_peaks(
-                            cases, model_name, batch, args.size, args.threads, args.memory_jobs
-                        )
-                        config["peak_mib"] = {k: v["peak_mib"] for k, v in measured.items()}
-                        methods = {v["method"] for v in measured.values()}
-                        result["memory_method"] = (
-                            "peak RSS in a fresh process per case, VmHWM after a reset"
-                            if methods == {"VmHWM"}
-                            else "growth of ru_maxrss in a fresh process per case (may under-read)"
-                        )
-                if (model_name, batch) == TARGET_CONFIG:
-                    config["acceptance"] = acceptance(config)
+                config, methods = measure_config(cases, device, model_name, batch, args)
                 result["configs"].append(config)
-                del model, x
+                if methods:
+                    result["memory_method"] = _memory_method(device, args, methods)
                 gc.collect()
-        result["machine"]["load_average_at_end"] = (
-            os.getloadavg() if hasattr(os, "getloadavg") else None
-        )
+        result["machine"]["load_average_at_end"] = _load_average()
         text = markdown(result)
         print(text)
         (args.out / f"{device}.json").write_text(json.dumps(result, indent=2))
