@@ -68,6 +68,8 @@ suppress_warnings = ["myst.header"]
 # -- sphinx-gallery ----------------------------------------------------------
 
 sphinx_gallery_conf = {
+    # Only what an example prints, not the repr of a cell's last expression.
+    "capture_repr": (),
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
     # Every script in examples/ runs, not only plot_*.py; _*.py are helpers.

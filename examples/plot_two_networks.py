@@ -154,11 +154,13 @@ print(
 # At the end of training, every test image gets its own cross-entropy loss.
 # For the rotation network each test image counts four times, once per angle.
 # The top row of each figure shows the examples with the largest loss, the
-# bottom row those with the smallest. For rotation prediction the hard cases
-# are digits that look upright, or like another upright digit, after turning:
-# a 1 or a 0 turned by 180 degrees, a 9 upside down that reads as a 6. Digits
-# with a clear top and bottom, such as a 2 or a 7, are easy at every angle.
-# The supervised network's hardest cases are oddly written digits.
+# bottom row those with the smallest. Each tile's title gives the digit, the
+# angle and the loss, so the figure itself says which cases were hard. For
+# rotation prediction, look for digits whose turned shape is still a
+# plausible upright digit (a 1 or an 8 turned by 180 degrees looks much the
+# same; a 6 and a 9 swap) among the hardest; which ones land there changes
+# from one training run to the next. The supervised network's hardest cases
+# are oddly written digits.
 
 
 def loss_extremes(
@@ -347,9 +349,10 @@ print(
 # For five test images of different classes, :meth:`netlens.EmbeddingProbe.knn`
 # finds the ten training images with the most similar features (cosine
 # distance); :func:`netlens.viz.neighbour_grid` frames a neighbour green when it
-# has the query's class, red when not. The supervised network retrieves the
-# query's class every time. The rotation network does so for round, distinctive
-# shapes (0, 6) but mixes in other digits with similar strokes for the rest.
+# has the query's class, red when not; the counts are printed below the
+# figures. The supervised network retrieves the query's class almost every
+# time; the rotation network's neighbours share strokes and shape with the
+# query but often belong to other classes.
 
 probe_sup = EmbeddingProbe(supervised).fit(train.images, train.labels, progress=False)
 probe_rot = EmbeddingProbe(rotation).fit(train.images, train.labels, progress=False)
@@ -365,6 +368,8 @@ for name, probe in (("supervised", probe_sup), ("rotation", probe_rot)):
         class_names=classes,
     )
     fig.suptitle(f"{name} network: 10 nearest training images", fontsize=12)
+    hits = (train.labels[indices] == test.labels[queries, None]).sum(1).tolist()
+    print(f"{name}: neighbours of the query's class, per query (of 10): {hits}")
 
 # %%
 # How much class information each feature space holds
