@@ -148,3 +148,13 @@ def test_hooks_go_and_grad_mode_returns_when_a_layer_raises():
         model(wrong)  # raises inside the first convolution, while autograd is off
     assert torch.is_grad_enabled()
     assert hook_count(model) == hooks
+
+
+def test_relu_gradient_at_zero_and_nan_equals_autograds():
+    # Blocked at and below zero, passed at NaN: as autograd's own ReLU does.
+    relu = nn.Sequential(nn.ReLU())
+    x = torch.tensor([[-1.5, -0.0, 0.0, 1e-30, 2.0, float("nan")]])
+    expected = _input_gradient(relu, x, inside=False)
+    got = _input_gradient(relu, x, inside=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    assert got[0, :3].eq(0).all() and got[0, 3:].ne(0).all()

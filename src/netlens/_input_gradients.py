@@ -109,12 +109,18 @@ def _convolution(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return _Reattach.apply(x, y, _ConvInputVJP(module, x), module.weight.detach())  # type: ignore[union-attr]
 
 
-def _mask_vjp(grad: Tensor, positive: Tensor) -> Tensor:
-    return torch.where(positive, grad, 0)
+def _mask_vjp(grad: Tensor, passes: Tensor) -> Tensor:
+    # A product with the boolean mask: several times faster on the CPU than
+    # ``torch.where`` with a boolean condition, and equal to it for a finite
+    # gradient (a blocked entry may come out as -0.0).
+    return grad * passes
 
 
 def _relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return _Reattach.apply(x, y, _mask_vjp, y > 0)
+    # ``y = max(x, 0)`` is non-zero exactly where the gradient passes (and at
+    # NaN, which autograd's own ReLU also passes through); ``bool()`` tests
+    # that in one cheap pass.
+    return _Reattach.apply(x, y, _mask_vjp, y.bool())
 
 
 def rule_for(module: nn.Module, x: object) -> Rule | None:
