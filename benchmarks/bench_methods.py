@@ -20,28 +20,39 @@ Each case includes building the explainer (hooks are attached inside the call
 and gone after it, as the peers' ``with`` blocks do); peers that are not
 installed are skipped.
 
+Workers
+    Every case runs in ``--processes`` fresh Python processes (3), one at a
+    time, each round in an order rotated by one, so that a slow phase of a
+    shared machine spreads over all cases. In a worker the model and input are
+    built, the case runs once on a batch of one (loads code paths and
+    kernels), once on the full batch (the peak-memory call, and the warm-up),
+    then, on the CPU, tells glibc to keep freed memory (``mallopt``: mmap and
+    trim thresholds at 2 GiB), runs once more, and times ``--repeats`` calls
+    (3) on the full batch. A case never inherits the heap another case left
+    behind. With glibc's default settings, large blocks are mapped and handed
+    back to the system on every call, and the page faults take half the time
+    of a bare forward pass on a ResNet-50 (more for methods that free as they
+    go, less for those that hold everything until the end, and more or less
+    depending on what else is on the heap); keeping freed memory makes the
+    times compare computation. ``--default-malloc`` times with the defaults;
+    ``--shared-process`` times all cases in one process, in rotated rounds
+    after a warm-up round (the peaks still come from workers).
+
 Time
-    One warm-up round over every case, then ``--repeats`` rounds; round ``r``
-    runs the cases in an order rotated by ``r``, so each case follows
-    different neighbours and slow phases of a shared machine spread over all
-    cases. The median of the rounds is reported. On CUDA every call is
-    bracketed by ``torch.cuda.synchronize()``.
+    The median of all timed calls of a case. On CUDA every call is bracketed
+    by ``torch.cuda.synchronize()``.
 
 Peak memory (CPU)
-    Each case runs in a fresh Python process (after the timings,
-    ``--memory-jobs`` processes side by side: a process's own peak does not
-    depend on its neighbours). There model and input are built, the
-    case runs once on a batch of one (loads code paths and kernels), then the
-    resident set size is read (``VmRSS``), the high-water mark is reset to it
-    (writing ``5`` to ``/proc/self/clear_refs``) and the case runs once on the
-    full batch. Peak extra memory is ``VmHWM`` minus that ``VmRSS``: what the
-    call needed resident at its peak, allocator overhead included, with the
-    model and input already counted out. Where the reset is not possible the
-    growth of ``ru_maxrss`` is used instead (it can under-read) and the table
-    says so.
+    Read around the worker's first full call: the resident set size before it
+    (``VmRSS``), the high-water mark reset to it (writing ``5`` to
+    ``/proc/self/clear_refs``), ``VmHWM`` after it. Peak extra memory is the
+    difference: what the call needed resident at its peak, allocator overhead
+    included, with the model and input already counted out; the median over
+    the workers. Where the reset is not possible the growth of ``ru_maxrss``
+    is used instead (it can under-read) and the table says so.
 
 Peak memory (CUDA)
-    In-process ``torch.cuda.max_memory_allocated()`` after
+    ``torch.cuda.max_memory_allocated()`` after
     ``torch.cuda.reset_peak_memory_stats()``, minus ``memory_allocated()``
     before the call.
 
@@ -51,13 +62,14 @@ points once each. Run from the repository root::
 
     MPLBACKEND=Agg PYTHONPATH=src python benchmarks/bench_methods.py
 
-A quick run: ``--models resnet18 --batches 1 --repeats 3 --tsne-sizes``.
+A quick run: ``--models resnet18 --batches 1 --processes 1 --tsne-sizes``.
 Results go to ``benchmarks/results/<device>.json`` and ``<device>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import json
@@ -293,21 +305,26 @@ def _sync(device: str) -> None:
 
 def time_cases(
     cases: list[Case], model: nn.Module, x: Tensor, targets: list[int], repeats: int, device: str
-) -> dict[str, float]:
-    """Median seconds per case: one warm-up round, then rotated rounds."""
+) -> dict[str, list[float]]:
+    """Seconds per call of every case in this one process: a warm-up round, then rotated rounds."""
     runs = [case.build(model, x, targets) for case in cases]
     times: list[list[float]] = [[] for _ in cases]
     for round_ in range(repeats + 1):
         shift = round_ % len(cases)
         for i in list(range(shift, len(cases))) + list(range(shift)):
-            _sync(device)
-            start = time.perf_counter()
-            runs[i]()
-            _sync(device)
+            seconds = _timed(runs[i], device)
             if round_ > 0:
-                times[i].append(time.perf_counter() - start)
+                times[i].append(seconds)
             gc.collect()
-    return {_key(case): statistics.median(t) for case, t in zip(cases, times, strict=True)}
+    return {_key(case): t for case, t in zip(cases, times, strict=True)}
+
+
+def _timed(run: Run, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def _status_kib(field: str) -> int | None:
@@ -328,68 +345,10 @@ def _reset_peak() -> bool:
     return True
 
 
-def measure_cpu_peak(case: Case, model_name: str, batch: int, size: int) -> dict[str, object]:
-    """Run one case in this (fresh) process and return its peak extra resident memory."""
-    model, x, targets = _setup(model_name, batch, size, "cpu")
-    case.build(model, x[:1], targets[:1])()  # warm-up on one sample
-    run = case.build(model, x, targets)
+def _peak_of_call(run: Run, device: str) -> dict[str, object]:
+    """Run once; the extra memory at the peak of the call, allocator overhead included."""
     gc.collect()
-    before_rss = _status_kib("VmRSS")
-    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    exact = _reset_peak() and before_rss is not None
-    run()
-    if exact:
-        peak_kib = (_status_kib("VmHWM") or 0) - before_rss
-    else:
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_max
-    return {"peak_mib": peak_kib / 1024, "method": "VmHWM" if exact else "ru_maxrss"}
-
-
-def cpu_peaks(
-    cases: list[Case], model_name: str, batch: int, args: argparse.Namespace
-) -> dict[str, dict[str, object]]:
-    """Median peak extra memory of each case over ``args.memory_repeats`` fresh processes."""
-    env = dict(os.environ)
-    if args.live_memory:
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    pending = [
-        (index, case)
-        for _ in range(args.memory_repeats)
-        for index, case in enumerate(CASES)
-        if case in cases
-    ]
-    running: list[tuple[Case, subprocess.Popen[str]]] = []
-    runs: dict[str, list[dict[str, object]]] = {}
-    while pending or running:
-        while pending and len(running) < args.memory_jobs:
-            index, case = pending.pop(0)
-            command = [sys.executable, __file__, "--memory-case", str(index), "--models"]
-            command += [model_name, "--batches", str(batch), "--size", str(args.size)]
-            command += ["--threads", str(args.threads)]
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-            running.append((case, process))
-        case, process = running.pop(0)
-        out, _ = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"memory run of {_key(case)} failed")
-        runs.setdefault(_key(case), []).append(json.loads(out.strip().splitlines()[-1]))
-    return {
-        key: {
-            "peak_mib": statistics.median(r["peak_mib"] for r in results),
-            "runs_mib": [r["peak_mib"] for r in results],
-            "method": results[0]["method"],
-        }
-        for key, results in runs.items()
-    }
-
-
-def cuda_peaks(
-    cases: list[Case], model: nn.Module, x: Tensor, targets: list[int]
-) -> dict[str, dict[str, object]]:
-    peaks = {}
-    for case in cases:
-        run = case.build(model, x, targets)
-        gc.collect()
+    if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -397,8 +356,91 @@ def cuda_peaks(
         run()
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - before
-        peaks[_key(case)] = {"peak_mib": extra / 2**20, "method": "max_memory_allocated"}
-    return peaks
+        return {"peak_mib": extra / 2**20, "method": "max_memory_allocated"}
+    before_rss = _status_kib("VmRSS")
+    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = _reset_peak() and before_rss is not None
+    run()
+    if exact:
+        peak_kib = (_status_kib("VmHWM") or 0) - (before_rss or 0)
+    else:
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_max
+    return {"peak_mib": peak_kib / 1024, "method": "VmHWM" if exact else "ru_maxrss"}
+
+
+def _keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory and serve every size from its heap.
+
+    By default glibc serves large blocks with ``mmap`` and gives the top of its
+    heap back to the system once enough of it is free, so a process that
+    frees its activations as it goes (a forward pass without gradients) maps
+    and faults in fresh pages for most of them on every call: on a ResNet-50
+    at batch 16 that is about 1.3 GB of page faults and half of the time of a
+    bare forward pass, and how much of it a case pays depends on what else
+    the heap holds. With both thresholds at their maximum no case pays any,
+    and the times compare computation. Returns ``False`` where this is not
+    glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    return bool(libc.mallopt(trim, 2**31 - 1)) and bool(libc.mallopt(mmap, 2**31 - 1))
+
+
+def measure_case(
+    case: Case,
+    model_name: str,
+    batch: int,
+    size: int,
+    device: str,
+    repeats: int,
+    keep_heap: bool = True,
+) -> dict[str, object]:
+    """Peak memory of the first full call and times of ``repeats`` more, in this process.
+
+    Meant for a fresh process: the model and input are built, the case runs
+    once on a batch of one (loads code paths and kernels), the next call on the
+    full batch gives the peak (with the default allocator settings) and serves
+    as the warm-up for the timed calls. With ``keep_heap`` (on the CPU) the
+    timed calls run after :func:`_keep_freed_memory` and one more call.
+    """
+    model, x, targets = _setup(model_name, batch, size, device)
+    case.build(model, x[:1], targets[:1])()
+    run = case.build(model, x, targets)
+    result = _peak_of_call(run, device)
+    if device == "cpu" and keep_heap and _keep_freed_memory():
+        run()  # grows the heap to what the call needs, once
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        times.append(_timed(run, device))
+    result["times"] = times
+    return result
+
+
+def measure_in_workers(
+    cases: list[Case], device: str, model_name: str, batch: int, args: argparse.Namespace
+) -> dict[str, list[dict[str, object]]]:
+    """Each case in ``args.processes`` fresh processes, one at a time, in rotated order."""
+    env = dict(os.environ)
+    if args.live_memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    repeats = 0 if args.shared_process else args.repeats
+    runs: dict[str, list[dict[str, object]]] = {}
+    for round_ in range(args.processes):
+        shift = round_ % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            command = [sys.executable, __file__, "--case", str(CASES.index(case))]
+            command += ["--models", model_name, "--batches", str(batch), "--size", str(args.size)]
+            command += ["--threads", str(args.threads), "--devices", device]
+            command += ["--repeats", str(repeats)]
+            command += ["--default-malloc"] if args.default_malloc else []
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"worker for {_key(case)} failed")
+            runs.setdefault(_key(case), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
 
 
 def _relative_error(ours: Tensor, reference: Tensor) -> float:
@@ -553,8 +595,8 @@ def markdown(result: dict[str, object]) -> str:
         f"- load average at start / end: {info['load_average_at_start']} / "
         f"{info.get('load_average_at_end')}",
         f"- {versions}",
-        f"- input {result['size']}x{result['size']}, random weights, eval mode; "
-        f"median of {result['repeats']} rounds after a warm-up round",
+        f"- input {result['size']}x{result['size']}, random weights, eval mode",
+        f"- time: {result['timing_method']}",
         "- time ratios are to the bare forward pass (no grad) and to forward + backward to "
         "the input measured in the same run; peak = extra memory at the peak of one call "
         f"({result['memory_method']})",
@@ -612,40 +654,72 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--processes", type=int, default=3, help="fresh processes per case (default 3)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed calls per process, after the warm-up call (default 3); with "
+        "--shared-process: rounds over all cases",
+    )
+    parser.add_argument(
+        "--shared-process",
+        action="store_true",
+        help="time every case in this one process, in rotated rounds, instead of in its own "
+        "processes (the heap then carries over from case to case)",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="time with glibc's default malloc settings (page faults included) instead of "
+        "keeping freed memory in the heap",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, and cuda when available"
     )
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--memory-repeats", type=int, default=3, help="processes per case")
     parser.add_argument(
         "--live-memory",
         action="store_true",
-        help="fix glibc's mmap threshold at 64 KiB in the memory runs, so that freed blocks go "
+        help="fix glibc's mmap threshold at 64 KiB in the workers, so that freed blocks go "
         "back to the system and the peak reads live memory rather than heap retention",
-    )
-    parser.add_argument(
-        "--memory-jobs",
-        type=int,
-        default=2,
-        help="CPU memory runs at a time (each in its own process; run after the timings)",
     )
     parser.add_argument("--tsne-sizes", type=int, nargs="*", default=[1_000, 5_000])
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     return parser
 
 
 def _memory_method(device: str, args: argparse.Namespace, methods: set[str]) -> str:
     if device == "cuda":
-        return "torch.cuda.max_memory_allocated"
+        return f"torch.cuda.max_memory_allocated, median of {args.processes} processes"
     if methods == {"VmHWM"}:
-        method = "peak RSS in a fresh process per case, VmHWM after a reset"
+        method = "peak RSS of the first full call in a fresh process, VmHWM after a reset"
     else:
         method = "growth of ru_maxrss in a fresh process per case (may under-read)"
     malloc = "glibc mmap threshold fixed at 64 KiB" if args.live_memory else "default malloc"
-    return f"{method}, median of {args.memory_repeats} processes, {malloc}"
+    return f"{method}, median of {args.processes} processes, {malloc}"
+
+
+def _timing_method(args: argparse.Namespace) -> str:
+    if args.shared_process:
+        return (
+            f"all cases in one process: a warm-up round, then {args.repeats} rounds in "
+            "rotated order; median of the rounds"
+        )
+    malloc = (
+        "default malloc settings"
+        if args.default_malloc
+        else "glibc keeping freed memory (mmap and trim thresholds at 2 GiB; no page faults)"
+    )
+    return (
+        f"each case in {args.processes} fresh process{'es' if args.processes != 1 else ''}, "
+        f"one at a time, in rotated order; {malloc}; "
+        f"in each, a warm-up call, then {args.repeats} timed calls; median of all "
+        f"{args.processes * args.repeats} calls"
+    )
 
 
 def measure_config(
@@ -656,18 +730,22 @@ def measure_config(
     model, x, targets = _setup(model_name, batch, args.size, device)
     config: dict[str, object] = {"model": model_name, "batch": batch}
     config["map_errors"] = map_errors(model, x, targets)
-    config["time_s"] = time_cases(cases, model, x, targets, args.repeats, device)
-    methods: set[str] = set()
-    if not args.no_memory:
-        if device == "cuda":
-            measured = cuda_peaks(cases, model, x, targets)
-        else:
-            del model, x
-            gc.collect()
-            measured = cpu_peaks(cases, model_name, batch, args)
-        config["peak_mib"] = {k: v["peak_mib"] for k, v in measured.items()}
-        config["peak_runs_mib"] = {k: v.get("runs_mib") for k, v in measured.items()}
-        methods = {str(v["method"]) for v in measured.values()}
+    if args.shared_process:
+        times = time_cases(cases, model, x, targets, args.repeats, device)
+    del model, x
+    gc.collect()
+    runs = measure_in_workers(cases, device, model_name, batch, args)
+    if not args.shared_process:
+        times = {key: [t for run in results for t in run["times"]] for key, results in runs.items()}
+    config["time_s"] = {key: statistics.median(t) for key, t in times.items()}
+    config["time_runs_s"] = times
+    config["peak_mib"] = {
+        key: statistics.median(run["peak_mib"] for run in results) for key, results in runs.items()
+    }
+    config["peak_runs_mib"] = {
+        key: [run["peak_mib"] for run in results] for key, results in runs.items()
+    }
+    methods = {str(run["method"]) for results in runs.values() for run in results}
     if (model_name, batch) == TARGET_CONFIG:
         config["acceptance"] = acceptance(config)
     return config, methods
@@ -677,9 +755,13 @@ def main() -> None:
     args = _parser().parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", module=r"captum\..*")  # "did not already require gradients"
-    if args.memory_case is not None:
-        case = CASES[args.memory_case]
-        print(json.dumps(measure_cpu_peak(case, args.models[0], args.batches[0], args.size)))
+    if args.case is not None:
+        case = CASES[args.case]
+        device = (args.devices or ["cpu"])[0]
+        model_name, batch = args.models[0], args.batches[0]
+        keep_heap = not args.default_malloc
+        result = measure_case(case, model_name, batch, args.size, device, args.repeats, keep_heap)
+        print(json.dumps(result))
         return
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if "cuda" in devices and not torch.cuda.is_available():
@@ -689,27 +771,28 @@ def main() -> None:
     skipped = [_key(case) for case in CASES if case not in cases]
     if skipped:
         print(f"not installed, skipped: {skipped}", file=sys.stderr)
-    tsne = time_tsne(args.tsne_sizes)
     args.out.mkdir(parents=True, exist_ok=True)
+    tsne: list[dict[str, float]] | None = None
     for device in devices:
         result: dict[str, object] = {
             "device": device,
             "machine": machine(device, args.threads),
             "size": args.size,
-            "repeats": args.repeats,
+            "timing_method": _timing_method(args),
             "skipped": skipped,
             "memory_method": "not measured",
             "configs": [],
-            "tsne": tsne,
         }
         for model_name in args.models:
             for batch in args.batches:
                 config, methods = measure_config(cases, device, model_name, batch, args)
                 result["configs"].append(config)
-                if methods:
-                    result["memory_method"] = _memory_method(device, args, methods)
+                result["memory_method"] = _memory_method(device, args, methods)
                 gc.collect()
         result["machine"]["load_average_at_end"] = _load_average()
+        if tsne is None:  # on the CPU, once, after the methods
+            tsne = time_tsne(args.tsne_sizes)
+        result["tsne"] = tsne
         text = markdown(result)
         print(text)
         (args.out / f"{device}.json").write_text(json.dumps(result, indent=2))
