@@ -92,17 +92,20 @@ def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
 MODELS = _models()
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, inside: bool) -> torch.Tensor:
+def _input_gradient(
+    model: nn.Module, x: torch.Tensor, inside: bool, layout: torch.memory_format | None = None
+) -> torch.Tensor:
     inputs = x.clone().requires_grad_(True)
-    with input_gradients_only(model) if inside else nullcontext():
+    with input_gradients_only(model, backward_layout=layout) if inside else nullcontext():
         y = model(inputs)
     weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
     return torch.autograd.grad(y, inputs, weights)[0]
 
 
+@pytest.mark.parametrize("backward_layout", [None, torch.channels_last])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_input_gradients_equal_autograds(name, channels_last):
+def test_input_gradients_equal_autograds(name, channels_last, backward_layout):
     model, shape = MODELS[name]
     if channels_last and len(shape) != 4:
         pytest.skip("channels_last is a 4-d layout")
@@ -111,7 +114,7 @@ def test_input_gradients_equal_autograds(name, channels_last):
         x = x.to(memory_format=torch.channels_last)
     hooks, grad_mode = hook_count(model), torch.is_grad_enabled()
     expected = _input_gradient(model, x, inside=False)
-    got = _input_gradient(model, x, inside=True)
+    got = _input_gradient(model, x, inside=True, layout=backward_layout)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
     assert hook_count(model) == hooks and torch.is_grad_enabled() == grad_mode
 
@@ -158,3 +161,12 @@ def test_relu_gradient_at_zero_and_nan_equals_autograds():
     got = _input_gradient(relu, x, inside=True)
     torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
     assert got[0, :3].eq(0).all() and got[0, 3:].ne(0).all()
+
+
+def test_backward_layout_sets_the_layout_of_convolution_input_gradients():
+    model, shape = MODELS["conv-bn-relu 2d"]
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))  # default layout
+    got = _input_gradient(model, x, inside=True, layout=torch.channels_last)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    expected = _input_gradient(model, x, inside=False)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-Rule = Callable[[nn.Module, Tensor, Tensor], Tensor]
+Layout = torch.memory_format | None
+Rule = Callable[[nn.Module, Tensor, Tensor, Layout], Tensor]
 VectorJacobian = Callable[..., Tensor]
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -65,7 +66,7 @@ def _scale_vjp(grad: Tensor, scale: Tensor) -> Tensor:
     return (grad * scale).to(grad.dtype)
 
 
-def _batchnorm(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def _batchnorm(module: nn.Module, x: Tensor, y: Tensor, backward_layout: Layout) -> Tensor:
     variance: Tensor = module.running_var  # type: ignore[assignment]
     # At least float32, so low-precision models lose nothing in the product.
     dtype = torch.promote_types(torch.promote_types(variance.dtype, y.dtype), torch.float32)
@@ -77,10 +78,11 @@ def _batchnorm(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 class _ConvInputVJP:
-    def __init__(self, module: nn.Module, x: Tensor) -> None:
+    def __init__(self, module: nn.Module, x: Tensor, backward_layout: Layout) -> None:
         self.dims = x.dim() - 2
         self.like = (x.shape, x.stride(), x.dtype, x.device)
         self.options = (module.stride, module.padding, module.dilation, module.groups)
+        self.backward_layout = backward_layout if x.dim() == 4 else None
 
     def __call__(self, grad: Tensor, weight: Tensor) -> Tensor:
         shape, stride, dtype, device = self.like
@@ -88,7 +90,13 @@ class _ConvInputVJP:
         # layout; an uninitialised tensor with the input's strides keeps the
         # backend on the path it takes for the real input (a broadcast dummy,
         # as in torch.nn.grad.conv2d_input, gets copied to a full tensor first).
-        layout = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        if self.backward_layout is None:
+            layout = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        else:
+            grad = grad.contiguous(memory_format=self.backward_layout)
+            layout = torch.empty(
+                shape, dtype=dtype, device=device, memory_format=self.backward_layout
+            )
         stride_, padding, dilation, groups = self.options
         return torch.ops.aten.convolution_backward(
             grad,
@@ -105,8 +113,9 @@ class _ConvInputVJP:
         )[0]
 
 
-def _convolution(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return _Reattach.apply(x, y, _ConvInputVJP(module, x), module.weight.detach())  # type: ignore[union-attr]
+def _convolution(module: nn.Module, x: Tensor, y: Tensor, backward_layout: Layout) -> Tensor:
+    vjp = _ConvInputVJP(module, x, backward_layout)
+    return _Reattach.apply(x, y, vjp, module.weight.detach())  # type: ignore[union-attr]
 
 
 def _mask_vjp(grad: Tensor, passes: Tensor) -> Tensor:
@@ -116,11 +125,16 @@ def _mask_vjp(grad: Tensor, passes: Tensor) -> Tensor:
     return grad * passes
 
 
-def _relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def _relu(module: nn.Module, x: Tensor, y: Tensor, backward_layout: Layout) -> Tensor:
     # ``y = max(x, 0)`` is non-zero exactly where the gradient passes (and at
     # NaN, which autograd's own ReLU also passes through); ``bool()`` tests
     # that in one cheap pass.
-    return _Reattach.apply(x, y, _mask_vjp, y.bool())
+    if backward_layout is None or y.dim() != 4:
+        passes = y.bool()
+    else:  # in the layout the gradient will come in
+        passes = torch.empty_like(y, dtype=torch.bool, memory_format=backward_layout)
+        torch.ne(y, 0, out=passes)
+    return _Reattach.apply(x, y, _mask_vjp, passes)
 
 
 def rule_for(module: nn.Module, x: object) -> Rule | None:
