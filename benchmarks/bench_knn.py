@@ -20,39 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _proc_memory import reset_peak, status_kib  # benchmarks/, beside this script
 from sklearn.neighbors import NearestNeighbors
 
 from netlens.embedding import EmbeddingProbe
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float | None]:
     """Median seconds over ``repeats`` runs, and peak RSS growth in MiB during them."""
-    start_rss = _status_kib("VmRSS")
-    can_reset = _reset_peak()
+    start_rss = status_kib("VmRSS")
+    can_reset = reset_peak()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     grew = None if not can_reset or peak is None or start_rss is None else (peak - start_rss) / 1024
     return statistics.median(times), grew
 

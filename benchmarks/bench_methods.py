@@ -88,6 +88,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from _proc_memory import reset_peak, status_kib  # benchmarks/, beside this script
 from torch import Tensor, nn
 
 from netlens import CAM, EmbeddingProbe, FeatureExtractor, GradCAM, Saliency
@@ -327,24 +328,6 @@ def _timed(run: Run, device: str) -> float:
     return time.perf_counter() - start
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _peak_of_call(run: Run, device: str) -> dict[str, object]:
     """Run once; the extra memory at the peak of the call, allocator overhead included."""
     gc.collect()
@@ -357,12 +340,12 @@ def _peak_of_call(run: Run, device: str) -> dict[str, object]:
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - before
         return {"peak_mib": extra / 2**20, "method": "max_memory_allocated"}
-    before_rss = _status_kib("VmRSS")
+    before_rss = status_kib("VmRSS")
     before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    exact = _reset_peak() and before_rss is not None
+    exact = reset_peak() and before_rss is not None
     run()
     if exact:
-        peak_kib = (_status_kib("VmHWM") or 0) - (before_rss or 0)
+        peak_kib = (status_kib("VmHWM") or 0) - (before_rss or 0)
     else:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_max
     return {"peak_mib": peak_kib / 1024, "method": "VmHWM" if exact else "ru_maxrss"}
