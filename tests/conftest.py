@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from netlens._hooks import hook_count
+from netlens.hooks import hook_count
 
 # Families that cover the ways torchvision CNNs are wired: residual blocks with a
 # shared ReLU, dense concatenation with a functional ReLU, inverted residuals,

@@ -351,7 +351,7 @@ def _layouts(model: nn.Module, names: list[str]) -> tuple[dict[str, bool], list]
 
 
 def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_layout():
-    from netlens.attribution._base import channels_last_helps
+    from netlens.attribution.base import channels_last_helps
 
     model = torchvision.models.resnet18(num_classes=7).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -380,7 +380,7 @@ def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_
 
 
 def test_gradcam_reruns_in_the_default_layout_when_the_model_needs_it():
-    from netlens.attribution._base import channels_last_helps
+    from netlens.attribution.base import channels_last_helps
 
     torch.manual_seed(0)
     model = ViewBetweenConvolutions().eval()

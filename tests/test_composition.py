@@ -9,7 +9,7 @@ import torch
 
 from conftest import assert_unchanged, get_model, snapshot
 from netlens import CAM, FeatureExtractor, GradCAM, Saliency, UnitAblator
-from netlens._hooks import RepeatedCallError
+from netlens.hooks import RepeatedCallError
 
 UNITS = [2, 9, 100, 311]
 

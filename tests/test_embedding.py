@@ -19,9 +19,9 @@ from netlens._embedding_plots import (
     neighbour_grid,
     tsne_scatter,
 )
-from netlens._hooks import hook_count
 from netlens.data import DIGIT_CLASSES, SmallResNet, Split, load_digits, train_classifier
 from netlens.embedding import EmbeddingProbe, NotFittedError, compare, majority_vote
+from netlens.hooks import hook_count
 from netlens.layers import LayerNotFoundError
 from netlens.rotation import RotationDataset, rotate, rotate_batch
 

@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import assert_unchanged, get_model, snapshot
 from netlens import FeatureExtractor
-from netlens._hooks import LayerNotReachedError, RepeatedCallError
+from netlens.hooks import LayerNotReachedError, RepeatedCallError
 from netlens.layers import LayerNotFoundError, find_feature_layer
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from netlens._hooks import hook_count, input_gradients_only
+from netlens.hooks import hook_count, input_gradients_only
 
 
 def _eval_batchnorm(norm: nn.Module) -> nn.Module:

@@ -1,13 +1,48 @@
-"""netlens: hook-based interpretability for PyTorch CNNs."""
+"""netlens: hook-based interpretability for PyTorch CNNs.
 
-from netlens import viz
-from netlens.ablate import UnitAblator, fewest_units_to_flip, rank_units
-from netlens.attribution import CAM, GradCAM, Saliency
-from netlens.dissect import RegionUnits, units_for_region
-from netlens.embedding import Comparison, EmbeddingProbe, compare
-from netlens.extract import FeatureExtractor
-from netlens.receptive_field import ReceptiveField, conv_output_size, receptive_field
-from netlens.rotation import RotationDataset, rotate_batch
+Public names are imported on first use, so ``import netlens`` stays light
+(no matplotlib until a picture is drawn).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0.dev0"
+
+# name -> module that defines it
+_EXPORTS = {
+    "CAM": "netlens.attribution",
+    "GradCAM": "netlens.attribution",
+    "Saliency": "netlens.attribution",
+    "FeatureExtractor": "netlens.extract",
+    "UnitAblator": "netlens.ablate",
+    "fewest_units_to_flip": "netlens.ablate",
+    "rank_units": "netlens.ablate",
+    "RegionUnits": "netlens.dissect",
+    "units_for_region": "netlens.dissect",
+    "Comparison": "netlens.embedding",
+    "EmbeddingProbe": "netlens.embedding",
+    "compare": "netlens.embedding",
+    "RotationDataset": "netlens.rotation",
+    "rotate_batch": "netlens.rotation",
+    "NetlensError": "netlens.errors",
+}
+_SUBMODULES = (
+    "attribution",
+    "datasets",
+    "errors",
+    "hooks",
+    "layers",
+    "models",
+    "testing",
+    "viz",
+)
+
+# Eager: the submodule shares the function's name, and importing a submodule
+# sets it as an attribute of the package.
+from netlens.receptive_field import ReceptiveField, conv_output_size, receptive_field  # noqa: E402
 
 __all__ = [
     "CAM",
@@ -15,9 +50,10 @@ __all__ = [
     "EmbeddingProbe",
     "FeatureExtractor",
     "GradCAM",
+    "NetlensError",
     "ReceptiveField",
-    "RotationDataset",
     "RegionUnits",
+    "RotationDataset",
     "Saliency",
     "UnitAblator",
     "compare",
@@ -30,4 +66,28 @@ __all__ = [
     "viz",
 ]
 
-__version__ = "0.1.0.dev0"
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"netlens.{name}")
+    else:
+        raise AttributeError(f"module 'netlens' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
+
+if TYPE_CHECKING:
+    from netlens import viz as viz
+    from netlens.ablate import UnitAblator, fewest_units_to_flip, rank_units
+    from netlens.attribution import CAM, GradCAM, Saliency
+    from netlens.dissect import RegionUnits, units_for_region
+    from netlens.embedding import Comparison, EmbeddingProbe, compare
+    from netlens.errors import NetlensError
+    from netlens.extract import FeatureExtractor
+    from netlens.rotation import RotationDataset, rotate_batch

@@ -22,7 +22,7 @@ For three layer types the gradient with respect to the input needs much less:
 Each rule takes a layer's output ``y``, computed from ``x`` with autograd off,
 and returns it attached to ``x``'s history with the exact input gradient,
 keeping only what that gradient needs. The hooks that run layers this way live
-in :func:`netlens._hooks.input_gradients_only`.
+in :func:`netlens.hooks.input_gradients_only`.
 """
 
 from __future__ import annotations

@@ -19,22 +19,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from netlens.errors import ImageFileError, InputFileError, StateDictError
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 PathLike = str | os.PathLike[str]
-
-
-class InputFileError(ValueError):
-    """A file given to netlens is missing, unreadable or holds the wrong thing."""
-
-
-class ImageFileError(InputFileError):
-    """The file is not an image that can be read."""
-
-
-class StateDictError(InputFileError):
-    """The file is not a state dict (names to tensors) that fits the model."""
 
 
 def _existing_file(path: PathLike, what: str, error: type[InputFileError]) -> Path:
@@ -220,7 +210,7 @@ def apply_state_dict(
     >>> apply_state_dict(model, {"weight": torch.ones(5, 3), "bias": torch.zeros(5)})
     Traceback (most recent call last):
     ...
-    netlens._io.StateDictError: the state dict does not fit Linear: 2 tensors have other shapes ...
+    netlens.errors.StateDictError: the state dict does not fit Linear: 2 tensors have other ...
     """
     expected = model.state_dict()
     # BatchNorm fills in a missing batch counter itself (older checkpoints lack it).

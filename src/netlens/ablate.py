@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from netlens._checks import check_images
-from netlens._hooks import HookSession, Tap, eval_mode
+from netlens.hooks import HookSession, Tap, eval_mode
 from netlens.layers import LayerLike, resolve_layer
 
 Units = int | Sequence[int] | Tensor

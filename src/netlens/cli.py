@@ -27,7 +27,7 @@ from torch import nn
 from netlens import __version__, viz
 from netlens._io import apply_state_dict, load_state_dict, prepare_image, read_image
 from netlens.attribution import CAM, GradCAM, Saliency
-from netlens.attribution._base import Attribution
+from netlens.attribution.base import Attribution
 from netlens.data import load_torchvision_classifier
 from netlens.layers import LayerNotFoundError, find_classifier, find_feature_layer, trace
 from netlens.tour import DEFAULT, QUICK, run_tour

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from netlens.errors import WeightsUnavailableError
+
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
@@ -263,10 +265,6 @@ def _recompute_batchnorm_statistics(
             model(x)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
-
-
-class WeightsUnavailableError(RuntimeError):
-    """torchvision's pretrained weights could not be had (e.g. no internet)."""
 
 
 def load_torchvision_classifier(

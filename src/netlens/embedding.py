@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from netlens._checks import check_images, model_device
-from netlens._hooks import HookSession, Tap, eval_mode, run_forward
+from netlens.errors import NotFittedError
+from netlens.hooks import HookSession, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, find_classifier, resolve_layer
 
 Metric = Literal["cosine", "euclidean"]
@@ -36,10 +37,6 @@ _METRICS = ("cosine", "euclidean")
 
 # Bounds the (queries x bank) block of distances held at once to 64 MiB of float32.
 _BLOCK_ELEMENTS = 2**24
-
-
-class NotFittedError(RuntimeError):
-    """The probe has no features yet: call :meth:`EmbeddingProbe.fit` first."""
 
 
 class EmbeddingProbe:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from netlens._checks import check_images, model_device
-from netlens._hooks import HookSession, StopForward, Tap, eval_mode
+from netlens.hooks import HookSession, StopForward, Tap, eval_mode
 from netlens.layers import LayerLike, resolve_layer
 
 Reduce = Literal["mean", "max"] | None
@@ -52,7 +52,7 @@ class FeatureExtractor:
     -----
     A module that runs more than once in one forward pass (the ``relu`` that a
     torchvision ResNet block calls twice) has no single output: capturing it
-    raises :class:`netlens._hooks.RepeatedCallError` naming the module. Pick
+    raises :class:`netlens.hooks.RepeatedCallError` naming the module. Pick
     the block or the layer before the activation instead.
 
     Calling the extractor (``fx(x)``, ``fx.extract(loader)``) runs the model in

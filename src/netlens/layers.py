@@ -14,7 +14,8 @@ import difflib
 
 from torch import Tensor, nn
 
-from netlens._hooks import ModuleCall, trace_calls
+from netlens.errors import LayerNotFoundError
+from netlens.hooks import ModuleCall, trace_calls
 
 LayerLike = str | nn.Module
 
@@ -26,10 +27,6 @@ _POOLING = (
     nn.Flatten,
     nn.Dropout,
 )
-
-
-class LayerNotFoundError(ValueError):
-    """The model has no such layer."""
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -6,13 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netlens._hooks import HookSession, Tap, run_forward
-from netlens.attribution._base import LayerAttribution, Target, resolve_targets, spatial
+from netlens.attribution.base import LayerAttribution, Target, resolve_targets, spatial
+from netlens.errors import CAMNotApplicableError
+from netlens.hooks import HookSession, Tap, run_forward
 from netlens.layers import LayerLike, LayerNotFoundError, find_classifier, resolve_layer
-
-
-class CAMNotApplicableError(ValueError):
-    """The model's logits are not a linear map of the layer's global average."""
 
 
 class CAM(LayerAttribution):
@@ -58,6 +55,8 @@ class CAM(LayerAttribution):
     >>> maps.shape
     torch.Size([1, 2, 2])
     """
+
+    needs_gradients = False
 
     def __init__(
         self, model: nn.Module, layer: LayerLike | None = None, fc: LayerLike | None = None

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netlens._hooks import HookSession, Tap, input_gradients_only, run_forward
-from netlens.attribution._base import (
+from netlens.attribution.base import (
     LayerAttribution,
     Target,
     channels_last_helps,
@@ -15,6 +14,7 @@ from netlens.attribution._base import (
     resolve_targets,
     spatial,
 )
+from netlens.hooks import HookSession, Tap, input_gradients_only, run_forward
 
 
 class GradCAM(LayerAttribution):
@@ -37,7 +37,7 @@ class GradCAM(LayerAttribution):
     everything below it runs without gradients, which is all Grad-CAM needs.
     No parameter gradient is needed either, so above the layer convolutions
     and eval-mode BatchNorm layers keep no activations for the backward pass
-    and ReLUs keep a boolean mask (:func:`netlens._hooks.input_gradients_only`).
+    and ReLUs keep a boolean mask (:func:`netlens.hooks.input_gradients_only`).
     The feature map is the layer's output as it returned, before any later
     in-place operation (an ``inplace=True`` ReLU, ``out += identity``).
 

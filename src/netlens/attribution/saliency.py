@@ -7,13 +7,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from netlens._hooks import input_gradients_only
-from netlens.attribution._base import (
+from netlens.attribution.base import (
     Attribution,
     Target,
     channels_last_helps,
     resolve_targets,
 )
+from netlens.hooks import input_gradients_only
 
 ChannelReduce = Literal["max", "mean", "sum"]
 
@@ -34,7 +34,7 @@ class Saliency(Attribution):
     gradient is taken with respect to a copy of the input. No parameter
     gradient is needed, so convolutions and eval-mode BatchNorm layers keep no
     activations for the backward pass and ReLUs keep a boolean mask
-    (:func:`netlens._hooks.input_gradients_only`): on a ResNet-50 autograd
+    (:func:`netlens.hooks.input_gradients_only`): on a ResNet-50 autograd
     then holds 220 MiB for a batch of 16 images of 224 x 224 instead of 1.3 GiB.
 
     On the CPU (float32 images, oneDNN), the backward pass through 2-d

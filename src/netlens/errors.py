@@ -1,0 +1,93 @@
+"""Every public exception of netlens, under one base class.
+
+Catch :class:`NetlensError` to handle anything netlens refuses; each subclass
+also derives from the built-in exception its meaning matches (``ValueError``
+for a bad argument, ``RuntimeError`` for a pass that went wrong), so code
+written against those keeps working.
+
+Examples
+--------
+>>> import torch.nn as nn
+>>> from netlens.layers import resolve_layer
+>>> try:
+...     resolve_layer(nn.Sequential(nn.ReLU()), "relu")
+... except NetlensError as error:
+...     print(type(error).__name__)
+LayerNotFoundError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CAMNotApplicableError",
+    "GraphCutError",
+    "ImageFileError",
+    "InputFileError",
+    "LayerNotFoundError",
+    "LayerNotReachedError",
+    "NetlensError",
+    "NotFittedError",
+    "OutputError",
+    "RepeatedCallError",
+    "StateDictError",
+    "WeightsUnavailableError",
+]
+
+
+class NetlensError(Exception):
+    """Base class of every exception netlens raises on purpose.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> from netlens.layers import resolve_layer
+    >>> try:
+    ...     resolve_layer(nn.Sequential(nn.ReLU()), "relu")
+    ... except NetlensError as error:
+    ...     print(type(error).__name__, isinstance(error, ValueError))
+    LayerNotFoundError True
+    """
+
+
+class LayerNotFoundError(NetlensError, ValueError):
+    """The model has no such layer (the message lists close matches)."""
+
+
+class LayerNotReachedError(NetlensError, RuntimeError):
+    """A hooked module did not run during the forward pass."""
+
+
+class RepeatedCallError(NetlensError, RuntimeError):
+    """A hooked module ran more than once in one forward pass and no call was chosen."""
+
+
+class GraphCutError(NetlensError, RuntimeError):
+    """The gradient a method needs does not exist: the autograd graph is cut."""
+
+
+class OutputError(NetlensError, TypeError):
+    """The model's output cannot be read as logits (pass ``output=``)."""
+
+
+class CAMNotApplicableError(NetlensError, ValueError):
+    """The model's logits are not a linear map of the layer's global average."""
+
+
+class NotFittedError(NetlensError, RuntimeError):
+    """An embedding probe was used before :meth:`~netlens.EmbeddingProbe.fit`."""
+
+
+class WeightsUnavailableError(NetlensError, RuntimeError):
+    """Pretrained weights cannot be had (no download possible, no file given)."""
+
+
+class InputFileError(NetlensError, ValueError):
+    """A file given to netlens cannot be used."""
+
+
+class ImageFileError(InputFileError):
+    """An image file cannot be read."""
+
+
+class StateDictError(InputFileError):
+    """A weights file is not a state dict this model accepts."""
