@@ -38,10 +38,17 @@ class Attribution:
     height and width), ``None`` (the method's own resolution) or ``(H, W)``.
     """
 
+    #: The method's name as people write it, for titles and listings.
+    title: ClassVar[str] = ""
     #: Whether the method reads one layer's feature map (``layer=`` argument).
     needs_layer: ClassVar[bool] = False
     #: Whether the method differentiates the model (backward passes).
     needs_gradients: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("title"):
+            cls.title = cls.__name__
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

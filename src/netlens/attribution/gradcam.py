@@ -67,6 +67,8 @@ class GradCAM(LayerAttribution):
     True
     """
 
+    title = "Grad-CAM"
+
     def _attribute(self, x: Tensor, target: Target) -> Tensor:
         name, module = self._resolve(x)
         if channels_last_helps(self.model, x):
