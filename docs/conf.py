@@ -21,6 +21,30 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import netlens  # noqa: E402
+from netlens.attribution import METHODS  # noqa: E402
+
+
+def _write_method_table() -> None:
+    """The method table of the API page, from the registry the command line reads too."""
+    rows = [
+        f"   * - ``{name}``\n     - :class:`~{cls.__module__}.{cls.__name__}`\n"
+        f"     - {'yes' if cls.needs_layer else 'no'}\n"
+        f"     - {'yes' if cls.needs_gradients else 'no'}"
+        for name, cls in sorted(METHODS.items())
+    ]
+    table = (
+        ".. list-table::\n   :header-rows: 1\n\n"
+        "   * - ``--method``\n     - class\n     - reads a layer\n     - gradients\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    out = HERE / "generated" / "methods_table.rst"
+    out.parent.mkdir(exist_ok=True)
+    if not out.exists() or out.read_text() != table:
+        out.write_text(table)
+
+
+_write_method_table()
 
 # -- project -----------------------------------------------------------------
 

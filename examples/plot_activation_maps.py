@@ -6,7 +6,7 @@ Intermediate activations of a trained ResNet are captured with
 :class:`netlens.FeatureExtractor` without rewriting the network's
 ``forward``. They have tens or hundreds of channels, so to look at them they
 are reduced to one map (mean or max over channels) or to three (the leading
-principal components shown as RGB, :func:`netlens.viz.reduce_channels`), and
+principal components shown as RGB, :func:`netlens.channels.reduce_channels`), and
 finally resampled to the image's size and laid over it
 (:func:`netlens.viz.overlay`). Without internet access (no ImageNet weights)
 the network is a small ResNet with the same layer names trained on
@@ -18,16 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from netlens import FeatureExtractor, viz
-from netlens.data import (
-    DIGIT_CLASSES,
-    SmallResNet,
-    Split,
-    WeightsUnavailableError,
-    load_digits,
-    load_torchvision_classifier,
-    train_classifier,
-)
+from netlens.datasets import DIGIT_CLASSES, Split, load_digits
+from netlens.errors import WeightsUnavailableError
 from netlens.layers import layer_names
+from netlens.models import SmallResNet, load_torchvision_classifier, train_classifier
 
 torch.manual_seed(0)
 

@@ -17,14 +17,9 @@ import torch
 from torch import nn
 
 from netlens import FeatureExtractor, viz
-from netlens.data import (
-    SmallResNet,
-    WeightsUnavailableError,
-    accuracy,
-    load_digits,
-    load_torchvision_classifier,
-    train_classifier,
-)
+from netlens.datasets import load_digits
+from netlens.errors import WeightsUnavailableError
+from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
 
 torch.manual_seed(0)
 

@@ -23,7 +23,8 @@ import torchvision
 from torch import nn
 
 from netlens import FeatureExtractor
-from netlens.data import Split, accuracy, load_digits, train_classifier
+from netlens.datasets import Split, load_digits
+from netlens.models import accuracy, train_classifier
 
 torch.manual_seed(0)
 

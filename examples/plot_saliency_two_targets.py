@@ -19,15 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from netlens import GradCAM, Saliency, viz
-from netlens.data import (
-    DIGIT_CLASSES,
-    SmallResNet,
-    Split,
-    WeightsUnavailableError,
-    load_digits,
-    load_torchvision_classifier,
-    train_classifier,
-)
+from netlens.datasets import DIGIT_CLASSES, Split, load_digits
+from netlens.errors import WeightsUnavailableError
+from netlens.models import SmallResNet, load_torchvision_classifier, train_classifier
 
 torch.manual_seed(0)
 

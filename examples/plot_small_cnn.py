@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from netlens import FeatureExtractor, GradCAM, viz
-from netlens.data import DIGIT_CLASSES, Split, load_digits
+from netlens.datasets import DIGIT_CLASSES, Split, load_digits
 
 torch.manual_seed(0)
 

@@ -26,9 +26,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from netlens import CAM, EmbeddingProbe, compare, rotate_batch, viz
-from netlens.data import DIGIT_CLASSES, SmallResNet, Split, load_digits, train_classifier
+from netlens.datasets import DIGIT_CLASSES, ROTATION_NAMES, Split, load_digits
 from netlens.embedding import majority_vote
-from netlens.rotation import ROTATION_NAMES
+from netlens.models import SmallResNet, train_classifier
 
 torch.manual_seed(0)
 

@@ -18,15 +18,9 @@ import numpy as np
 import torch
 
 from netlens import FeatureExtractor, UnitAblator, fewest_units_to_flip, rank_units, viz
-from netlens.data import (
-    DIGIT_CLASSES,
-    SmallResNet,
-    WeightsUnavailableError,
-    accuracy,
-    load_digits,
-    load_torchvision_classifier,
-    train_classifier,
-)
+from netlens.datasets import DIGIT_CLASSES, load_digits
+from netlens.errors import WeightsUnavailableError
+from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
 
 torch.manual_seed(0)
 

@@ -20,14 +20,9 @@ import torch.nn.functional as F
 from skimage import data as photos
 
 from netlens import FeatureExtractor, rotate_batch, units_for_region, viz
-from netlens.data import (
-    SmallResNet,
-    Split,
-    WeightsUnavailableError,
-    accuracy,
-    load_torchvision_classifier,
-    train_classifier,
-)
+from netlens.datasets import Split
+from netlens.errors import WeightsUnavailableError
+from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
 
 torch.manual_seed(0)
 

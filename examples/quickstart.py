@@ -10,7 +10,8 @@ fewest units of its last block whose removal changes a prediction.
 import torch
 
 from netlens import FeatureExtractor, UnitAblator, fewest_units_to_flip, rank_units
-from netlens.data import SmallResNet, accuracy, load_digits, train_classifier
+from netlens.datasets import load_digits
+from netlens.models import SmallResNet, accuracy, train_classifier
 
 torch.manual_seed(0)
 train, test = load_digits(size=32)

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from netlens.hooks import hook_count
+from netlens.testing import assert_unchanged, snapshot  # noqa: F401 - tests import them from here
 
 # Families that cover the ways torchvision CNNs are wired: residual blocks with a
 # shared ReLU, dense concatenation with a functional ReLU, inverted residuals,
@@ -70,30 +70,6 @@ def model_name(request: pytest.FixtureRequest) -> str:
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     return torch.randn(2, 3, INPUT_SIZE, INPUT_SIZE, generator=generator)
-
-
-def snapshot(model: nn.Module) -> dict[str, object]:
-    """Everything a method must leave unchanged."""
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "hooks": hook_count(model),
-        "grad_mode": torch.is_grad_enabled(),
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
-    after = snapshot(model)
-    assert after["hooks"] == before["hooks"], "hooks left attached"
-    assert after["training"] == before["training"], "training flags changed"
-    assert after["requires_grad"] == before["requires_grad"], "requires_grad changed"
-    assert after["grad_mode"] == before["grad_mode"], "grad mode changed"
-    for key, value in before["state"].items():  # type: ignore[union-attr]
-        assert torch.equal(after["state"][key], value), f"{key} changed"  # type: ignore[index]
-    for g0, g1 in zip(before["grads"], after["grads"], strict=True):  # type: ignore[arg-type]
-        assert (g0 is None and g1 is None) or torch.equal(g0, g1), ".grad changed"
 
 
 def devices() -> list[str]:

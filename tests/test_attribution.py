@@ -7,10 +7,11 @@ from torch import nn
 
 from conftest import GAP_LINEAR, INPUT_SIZE, MODEL_NAMES, assert_unchanged, get_model, snapshot
 from netlens import CAM, FeatureExtractor, GradCAM, Saliency
-from netlens.attribution import CAMNotApplicableError
+from netlens.attribution import METHODS, CAMNotApplicableError
 from netlens.data import SmallResNet, load_digits, train_classifier
 from netlens.layers import resolve_layer
 
+LAYER_METHODS = [cls for cls in METHODS.values() if cls.needs_layer]
 captum_attr = pytest.importorskip("captum.attr")
 
 DEVICES = [
@@ -66,7 +67,7 @@ def test_saliency_equals_captum(model_name, images, device):
     assert _relative_error(ours, reference) <= 1e-5
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 @pytest.mark.parametrize("name", ["resnet18", "densenet121", "efficientnet_b0"])
 def test_per_sample_targets_equal_one_sample_at_a_time(method, name):
     model = get_model(name)
@@ -78,7 +79,7 @@ def test_per_sample_targets_equal_one_sample_at_a_time(method, name):
     assert torch.allclose(batched, single, rtol=1e-4, atol=1e-6 * float(single.abs().max()))
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_default_target_is_each_samples_top1(method, images):
     model = get_model("resnet18")
     with torch.no_grad():
@@ -176,7 +177,7 @@ def test_gradcam_on_a_block_output_modified_in_place_later(images):
     assert _relative_error(ours, reference.squeeze(1)) <= 1e-5
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
 def test_works_under_the_callers_no_grad_and_inference_mode(method, context, images):
     model = get_model("resnet18")
@@ -189,7 +190,7 @@ def test_works_under_the_callers_no_grad_and_inference_mode(method, context, ima
     assert got.abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_model_and_input_are_left_as_found(method, images):
     model = get_model("resnet18")
     model.train()
@@ -207,7 +208,7 @@ def test_model_and_input_are_left_as_found(method, images):
         assert torch.equal(maps, method(model)(images))  # explained in eval mode
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_size_options(method, images):
     model = get_model("resnet18")
     explainer = method(model)
@@ -218,7 +219,7 @@ def test_size_options(method, images):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_maps_have_the_inputs_dtype(method, dtype):
     torch.manual_seed(0)
     model = SmallResNet(num_classes=5, in_channels=3, width=4).to(dtype).eval()
@@ -230,7 +231,7 @@ def test_maps_have_the_inputs_dtype(method, dtype):
         assert torch.isfinite(maps).all()
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_bad_input_gives_clear_errors_and_leaves_nothing_attached(method, images):
     model = get_model("resnet18")
     before = snapshot(model)
@@ -250,7 +251,7 @@ def test_bad_input_gives_clear_errors_and_leaves_nothing_attached(method, images
     assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM])
+@pytest.mark.parametrize("method", LAYER_METHODS, ids=lambda cls: cls.__name__)
 def test_layer_without_spatial_output_is_refused(method, images):
     model = get_model("resnet18")
     before = snapshot(model)

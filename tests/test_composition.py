@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import assert_unchanged, get_model, snapshot
-from netlens import CAM, FeatureExtractor, GradCAM, Saliency, UnitAblator
+from netlens import FeatureExtractor, GradCAM, Saliency, UnitAblator
+from netlens.attribution import METHODS
 from netlens.hooks import RepeatedCallError
 
 UNITS = [2, 9, 100, 311]
@@ -22,7 +23,7 @@ def _pruned_copy(model, units):
     return pruned
 
 
-@pytest.mark.parametrize("method", [CAM, GradCAM, Saliency])
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 def test_attribution_inside_an_ablation_sees_the_ablated_network(method, images):
     model = get_model("resnet18")
     before = snapshot(model)

@@ -13,17 +13,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import assert_unchanged, get_model, snapshot
-from netlens._embedding_plots import (
-    WRONG_COLOUR,
-    compare_tsne,
-    neighbour_grid,
-    tsne_scatter,
-)
-from netlens.data import DIGIT_CLASSES, SmallResNet, Split, load_digits, train_classifier
-from netlens.embedding import EmbeddingProbe, NotFittedError, compare, majority_vote
+from netlens.datasets import DIGIT_CLASSES, load_digits
+from netlens.embedding import EmbeddingProbe, compare, majority_vote
+from netlens.errors import NotFittedError, OutputError
 from netlens.hooks import hook_count
 from netlens.layers import LayerNotFoundError
-from netlens.rotation import RotationDataset, rotate, rotate_batch
+from netlens.models import SmallResNet, train_classifier
+from netlens.viz.embedding import WRONG_COLOUR, compare_tsne, neighbour_grid
 
 METRICS = ["cosine", "euclidean"]
 
@@ -117,6 +113,23 @@ def test_knn_errors_are_clear():
         EmbeddingProbe(SmallResNet(width=4)).tsne()
 
 
+def test_knn_takes_any_integer_k_and_refuses_floats_and_bools():
+    probe = _probe_with(_random(10, 4, 5), torch.arange(10) % 2)
+    expected = probe.knn(probe.features[:3], k=3)
+    for k in (np.int64(3), np.int32(3), torch.tensor(3).item()):
+        got = probe.knn(probe.features[:3], k=k)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert probe.knn_accuracy(k=np.int64(3)) == probe.knn_accuracy(k=3)
+    assert type(compare(probe, probe, k=np.int64(3)).k) is int
+    for k in (3.0, np.float64(3), True):
+        with pytest.raises(
+            TypeError, match=r"k must be an integer, got .*\((float|float64|bool)\)"
+        ):
+            probe.knn(probe.features, k=k)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        probe.knn(probe.features, k=2, batch_size=2.5)
+
+
 def test_majority_vote_breaks_ties_by_the_nearest_neighbour():
     votes = torch.tensor([[3, 3, 1], [2, 1, 1], [0, 1, 2]])
     assert majority_vote(votes).tolist() == [3, 1, 0]
@@ -184,6 +197,46 @@ def test_loader_and_one_tensor_give_the_same_features_in_order():
     assert whole.features.device.type == "cpu"
 
 
+def test_whole_float_labels_are_class_indices():
+    model = SmallResNet(width=4)
+    x = torch.rand(4, 1, 16, 16)
+    for labels in (torch.tensor([0.0, 1.0, 2.0, 1.0]), np.array([0.0, 1.0, 2.0, 1.0])):
+        probe = EmbeddingProbe(model).fit(x, labels, progress=False)
+        assert probe.labels.dtype == torch.int64 and probe.labels.tolist() == [0, 1, 2, 1]
+    loader = DataLoader(TensorDataset(x, torch.tensor([1.0, 0.0, 1.0, 0.0])), batch_size=3)
+    assert EmbeddingProbe(model).fit(loader, progress=False).labels.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.tensor([0.0, 1.5, 2.0, 2.5]), np.array([0.0, 1.5, 2.0, 2.5]), [0, 1.5, 2, 2.5]]
+)
+def test_fractional_labels_are_refused_not_truncated(labels):
+    model = SmallResNet(width=4)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"whole numbers .*labels\[1\] is 1.5"):
+        EmbeddingProbe(model).fit(torch.rand(4, 1, 16, 16), labels, progress=False)
+    loader = DataLoader(TensorDataset(torch.rand(4, 1, 16, 16), torch.as_tensor(labels)))
+    with pytest.raises(ValueError, match=r"labels\[0\] is 1.5"):
+        EmbeddingProbe(model).fit(loader, progress=False)
+    assert_unchanged(model, before)
+
+
+def test_fit_reads_batches_of_every_shape_a_loader_yields():
+    torch.manual_seed(0)
+    model = SmallResNet(width=4).eval()
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6) % 3
+    reference = EmbeddingProbe(model).fit(x, y, progress=False)
+    with_paths = [(x[:4], y[:4], ["a.png"] * 4), [x[4:], y[4:], ["b.png"] * 2]]
+    probe = EmbeddingProbe(model).fit(with_paths, progress=False)
+    assert torch.equal(probe.labels, y)
+    torch.testing.assert_close(probe.features, reference.features)
+    bare = EmbeddingProbe(model).fit([x[:2], (x[2:],)], y, progress=False)
+    torch.testing.assert_close(bare.features, reference.features)
+    with pytest.raises(TypeError, match="mapping"):
+        EmbeddingProbe(model).fit([{"image": x, "label": y}], progress=False)
+    assert hook_count(model) == 0
+
+
 def test_fit_input_errors_are_raised_before_work():
     model = SmallResNet(width=4)
     with pytest.raises(ValueError, match="3 labels for 4 images"):
@@ -193,6 +246,61 @@ def test_fit_input_errors_are_raised_before_work():
     loader = DataLoader(TensorDataset(torch.rand(4, 1, 16, 16), torch.zeros(4)), batch_size=2)
     with pytest.raises(ValueError, match="only one"):
         EmbeddingProbe(model).fit(loader, torch.zeros(4), progress=False)
+
+
+class _Scores:
+    """A model output netlens cannot read without being told: the logits are ``.scores``."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        self.scores = scores
+
+
+class _Wrapped(nn.Module):
+    """A tiny classifier whose logits come back wrapped by ``wrap``."""
+
+    def __init__(self, wrap) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU())
+        self.head = nn.Linear(6, 3)
+        self.wrap = wrap
+
+    def forward(self, x: torch.Tensor):
+        return self.wrap(self.head(self.body(x)))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda logits: logits,
+        lambda logits: (logits, logits.detach() * 0),
+        lambda logits: [logits],
+        lambda logits: {"logits": logits, "aux": logits.detach() * 0},
+    ],
+    ids=["tensor", "tuple", "list", "mapping"],
+)
+def test_the_classifier_is_found_behind_any_output_netlens_reads(wrap):
+    model = _Wrapped(wrap).eval()
+    x = torch.rand(5, 1, 4, 4)
+    probe = EmbeddingProbe(model).fit(x, progress=False)
+    assert probe.layer == "head"
+    with torch.no_grad():
+        torch.testing.assert_close(probe.features, model.body(x), rtol=0, atol=0)
+
+
+def test_output_turns_any_other_output_into_logits():
+    model = _Wrapped(_Scores).eval()
+    x = torch.rand(5, 1, 4, 4)
+    with pytest.raises(OutputError, match="output="):
+        EmbeddingProbe(model).fit(x, progress=False)
+    assert hook_count(model) == 0
+    probe = EmbeddingProbe(model, output=lambda out: out.scores).fit(x, progress=False)
+    assert probe.layer == "head" and probe.output is not None
+    with torch.no_grad():
+        torch.testing.assert_close(probe.features, model.body(x), rtol=0, atol=0)
+    assert probe.knn(x[:2], k=1)[0][:, 0].tolist() == [0, 1]
+    with pytest.raises(TypeError, match="output must be a function"):
+        EmbeddingProbe(model, output="scores")
 
 
 @pytest.mark.parametrize("train_mode", [False, True])
@@ -360,99 +468,3 @@ def test_neighbour_grid_on_digits_marks_wrong_classes(probes, digits, figure_dir
     assert wrong > 0 and red == wrong
     _save(fig, figure_dir, "embedding_neighbours_untrained.png")
     plt.close(fig)
-
-
-# plots ------------------------------------------------------------------------------
-
-
-def test_tsne_scatter_draws_every_point_with_a_named_legend(figure_dir):
-    points = _random(40, 2, 8).numpy()
-    labels = torch.arange(40) % 4
-    ax = tsne_scatter(points, labels, ["zero", "one", "two", "three"], title="four classes")
-    ax.figure.canvas.draw()
-    assert sum(len(c.get_offsets()) for c in ax.collections) == 40
-    assert [len(c.get_offsets()) for c in ax.collections] == [10, 10, 10, 10]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one", "two", "three"]
-    _save(ax.figure, figure_dir, "embedding_tsne_scatter.png")
-    plt.close(ax.figure)
-
-
-def test_tsne_scatter_into_given_axes_and_without_labels():
-    fig, ax = plt.subplots()
-    assert tsne_scatter(torch.zeros(5, 2), ax=ax) is ax
-    assert len(ax.collections) == 1 and ax.get_legend() is None
-    with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        tsne_scatter(np.zeros((5, 3)), ax=ax)
-    plt.close(fig)
-
-
-def test_neighbour_grid_layout_and_red_marks():
-    bank = torch.rand(8, 3, 8, 8)
-    bank_labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
-    indices = torch.tensor([[1, 2, 6], [3, 7, 0]])
-    fig = neighbour_grid(
-        bank[:2], bank, indices, query_labels=[0, 1], bank_labels=bank_labels, class_names="abc"
-    )
-    fig.canvas.draw()
-    assert len(fig.axes) == 2 * 4
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["query: a", "a", "b", "a", "query: b", "b", "b", "a"]
-    red = [mcolors.same_color(ax.title.get_color(), WRONG_COLOUR) for ax in fig.axes]
-    assert red == [False, False, True, False, False, False, False, True]
-    with pytest.raises(ValueError, match=r"\[0, 8\)"):
-        neighbour_grid(bank[:1], bank, torch.tensor([[8]]))
-    plt.close(fig)
-
-
-# rotation pretext data ---------------------------------------------------------------
-
-
-def test_rotating_back_by_the_label_recovers_the_image():
-    images = torch.rand(3, 2, 5, 5)
-    rotated, labels = rotate_batch(images)
-    assert rotated.shape == (12, 2, 5, 5)
-    for row in range(12):
-        assert torch.equal(rotate(rotated[row], -int(labels[row])), images[row // 4])
-    dataset = RotationDataset(TensorDataset(torch.rand(4, 1, 6, 3), torch.arange(4)))
-    for index in range(len(dataset)):
-        image, r = dataset[index]
-        assert torch.equal(rotate(image, -r), dataset.dataset[index // 4][0])
-
-
-def test_rotation_length_and_labels_are_balanced():
-    dataset = RotationDataset(torch.rand(5, 1, 4, 4))
-    assert len(dataset) == 20
-    labels = [dataset[i][1] for i in range(len(dataset))]
-    assert np.bincount(labels).tolist() == [5, 5, 5, 5]
-    _, batch_labels = rotate_batch(torch.rand(6, 1, 4, 4))
-    assert torch.bincount(batch_labels).tolist() == [6, 6, 6, 6]
-    assert dataset[-1][1] == 3
-    with pytest.raises(IndexError):
-        dataset[20]
-    with pytest.raises(ValueError, match="square"):
-        rotate_batch(torch.rand(2, 1, 4, 5))
-
-
-def test_rotation_of_pil_images_matches_tensors():
-    from PIL import Image
-
-    array = (np.random.default_rng(0).random((6, 4)) * 255).astype(np.uint8)
-    dataset = RotationDataset([Image.fromarray(array)])
-    for r in range(4):
-        turned = np.asarray(dataset[r][0])
-        np.testing.assert_array_equal(turned, rotate(torch.from_numpy(array), r).numpy())
-
-
-@pytest.mark.slow
-def test_rotate_batch_drives_train_classifier_on_the_pretext_task(digits):
-    train, _ = digits
-    subset = Split(train.images[:200], train.labels[:200])
-    torch.manual_seed(0)
-    net = SmallResNet(num_classes=4, width=4)
-    history = train_classifier(
-        net, subset, epochs=3, lr=3e-3, progress=False, transform=lambda x, y: rotate_batch(x)
-    )
-    # Measured: 0.93, 0.65, 0.49 per epoch; a network that cannot tell rotations apart
-    # stays at the chance loss ln 4 = 1.39.
-    assert history.loss[-1] < 0.9 < np.log(4)
-    assert history.loss[-1] < history.loss[0]

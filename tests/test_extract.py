@@ -136,9 +136,19 @@ def test_reentering_an_active_extractor_is_refused(images):
     fx = FeatureExtractor(model, "layer3")
     before = snapshot(model)
     with pytest.raises(RuntimeError, match="already active"):
-        with fx:
-            fx(images)
+        with fx, fx:
+            model(images)
     assert_unchanged(model, before)
+
+
+def test_calling_an_extractor_inside_its_own_block_sees_that_pass(images):
+    model = get_model("resnet18")
+    fx = FeatureExtractor(model, "layer3")
+    expected = fx(images)["layer3"]
+    with fx:
+        called = fx(images[:1])["layer3"]
+    assert torch.allclose(called, expected[:1], atol=1e-5)
+    assert torch.equal(fx.features["layer3"], called)
 
 
 def test_two_extractors_on_one_model_both_work(images):

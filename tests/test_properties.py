@@ -91,7 +91,9 @@ def test_features_do_not_depend_on_memory_format_or_batching(batch, side, channe
             assert torch.allclose(together[name][i : i + 1], single[name], atol=1e-5)
 
 
-@pytest.mark.parametrize("form", [[0, 1, 2], torch.tensor([[0], [1]]), [0.5, 1.0], "cat", True])
+@pytest.mark.parametrize(
+    "form", [[0, 1, 2], torch.tensor([[0], [1], [2]]), [0.5, 1.0], "cat", True, []]
+)
 def test_malformed_targets_are_refused(form):
     model = _model(torch.float32)
     with pytest.raises((ValueError, TypeError)):

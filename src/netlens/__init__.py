@@ -25,12 +25,13 @@ _EXPORTS = {
     "Comparison": "netlens.embedding",
     "EmbeddingProbe": "netlens.embedding",
     "compare": "netlens.embedding",
-    "RotationDataset": "netlens.rotation",
-    "rotate_batch": "netlens.rotation",
+    "RotationDataset": "netlens.datasets",
+    "rotate_batch": "netlens.datasets",
     "NetlensError": "netlens.errors",
 }
 _SUBMODULES = (
     "attribution",
+    "channels",
     "datasets",
     "errors",
     "hooks",
@@ -86,8 +87,8 @@ if TYPE_CHECKING:
     from netlens import viz as viz
     from netlens.ablate import UnitAblator, fewest_units_to_flip, rank_units
     from netlens.attribution import CAM, GradCAM, Saliency
+    from netlens.datasets import RotationDataset, rotate_batch
     from netlens.dissect import RegionUnits, units_for_region
     from netlens.embedding import Comparison, EmbeddingProbe, compare
     from netlens.errors import NetlensError
     from netlens.extract import FeatureExtractor
-    from netlens.rotation import RotationDataset, rotate_batch

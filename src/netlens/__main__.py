@@ -2,6 +2,6 @@
 
 import sys
 
-from netlens.cli import main
+from netlens.app.cli import main
 
 sys.exit(main())

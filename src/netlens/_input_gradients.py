@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks
 
 Layout = torch.memory_format | None
 Rule = Callable[[nn.Module, Tensor, Tensor, Layout], Tensor]
@@ -50,6 +51,9 @@ class _Reattach(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, y: Tensor, vjp: VectorJacobian, *kept: Tensor) -> Tensor:
         ctx.vjp = vjp
+        # A gradient that does not exist stays missing (not zeros), so that a cut
+        # graph above the layer is seen as one.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*kept)
         # Marked as changed in place so that ``y`` itself (not a view of it) comes
         # back with history: a later in-place ReLU on it stays legal.
@@ -57,8 +61,10 @@ class _Reattach(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, ...]:
         kept = ctx.saved_tensors
+        if grad is None:
+            return (None, None, None, *([None] * len(kept)))
         return (ctx.vjp(grad, *kept), None, None, *([None] * len(kept)))
 
 
@@ -137,9 +143,30 @@ def _relu(module: nn.Module, x: Tensor, y: Tensor, backward_layout: Layout) -> T
     return _Reattach.apply(x, y, _mask_vjp, passes)
 
 
+def _left_to_autograd(module: nn.Module) -> bool:
+    """Whether something outside the rules must see this call's own autograd graph."""
+    # Backward hooks (guided backpropagation, gradient clipping, logging) are
+    # attached to the autograd nodes of the module's call, which a rule replaces.
+    if module._backward_hooks or module._backward_pre_hooks:
+        return True
+    if _global_backward_hooks or _global_backward_pre_hooks:
+        return True
+    # Inside torch.utils.checkpoint the part is recomputed in the backward pass
+    # by plain autograd, which must save what the first pass saved.
+    return _in_checkpoint()
+
+
+def _in_checkpoint() -> bool:
+    """Whether a non-reentrant :func:`torch.utils.checkpoint.checkpoint` is recording."""
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
+    return hooks is not None and getattr(hooks[0], "__module__", "") == "torch.utils.checkpoint"
+
+
 def rule_for(module: nn.Module, x: object) -> Rule | None:
     """How to reattach this call's output, or ``None`` to let autograd record it."""
     if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
+        return None
+    if _left_to_autograd(module):
         return None
     kind = type(module)
     if kind in _BATCHNORMS:

@@ -3,26 +3,38 @@
 Ablation follows one rule for every value: inside the block, the layer's
 output ``a`` becomes ``where(mask, value, a)`` where ``mask`` selects the
 chosen channels, so zeroing, clamping to a constant and patching are the same
-operation.
+operation. A channels-last layer (``(N, H, W, C)``, inside ConvNeXt blocks) is
+ablated along its last axis (:func:`netlens.layers.channel_axis`).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 import torch
 from torch import Tensor, nn
 
 from netlens._checks import check_images
-from netlens.hooks import HookSession, Tap, eval_mode
-from netlens.layers import LayerLike, resolve_layer
+from netlens.hooks import (
+    ActiveSessions,
+    HookSession,
+    OutputFn,
+    SessionBlock,
+    Tap,
+    as_logits,
+    eval_mode,
+    run_forward,
+)
+from netlens.layers import LayerLike, channel_axis, find_classifier, resolve_layer
+
+__all__ = ["AblationSearch", "UnitAblator", "channel_count", "fewest_units_to_flip", "rank_units"]
 
 Units = int | Sequence[int] | Tensor
 
 
-class UnitAblator:
+class UnitAblator(SessionBlock):
     """Set chosen channels ("units") of a layer's output to a constant.
 
     Parameters
@@ -35,6 +47,16 @@ class UnitAblator:
         Channel indices: an int, a sequence of ints or a 1-D integer tensor.
     value
         What the chosen channels are set to (0 switches them off).
+    channels_last
+        Whether the layer's output is ``(N, H, W, C)``; default: found from the
+        model (:func:`netlens.layers.channel_axis`).
+
+    Raises
+    ------
+    LayerNotReachedError
+        When the forward pass does not run the layer (an auxiliary head in
+        eval mode, a TorchScript or compiled graph that runs no hooks): an
+        ablation that never happens is an error, not unchanged logits.
 
     Examples
     --------
@@ -49,7 +71,14 @@ class UnitAblator:
     """
 
     def __init__(
-        self, model: nn.Module, layer: LayerLike, units: Units, *, value: float = 0.0
+        self,
+        model: nn.Module,
+        layer: LayerLike,
+        units: Units,
+        *,
+        value: float = 0.0,
+        channels_last: bool | None = None,
+        output: OutputFn | None = None,
     ) -> None:
         self.model = model
         self.layer_name, self.layer = resolve_layer(model, layer)
@@ -57,46 +86,44 @@ class UnitAblator:
         channels = channel_count(self.layer)
         if channels is not None:
             _check_units(self.units, channels, self.layer_name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"value must be a number, not {value!r}")
         self.value = float(value)
-        self._session: HookSession | None = None
+        self.channels_last = channels_last
+        self.output = output
+        self._active = ActiveSessions(self, "UnitAblator")
 
-    def _ablate(self, out: Tensor) -> Tensor:
+    def _axis(self, out: Tensor) -> int:
         if out.dim() < 2:
             raise ValueError(
                 f"layer '{self.layer_name}' outputs shape {tuple(out.shape)}, which has "
                 "no channel dimension to ablate"
             )
-        _check_units(self.units, out.shape[1], self.layer_name)
-        mask = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
-        mask[self.units.to(out.device)] = True
-        mask = mask.view(1, -1, *([1] * (out.dim() - 2)))
-        return torch.where(mask, torch.as_tensor(self.value, dtype=out.dtype), out)
+        if self.channels_last is not None:
+            return out.dim() - 1 if self.channels_last else 1
+        return channel_axis(self.model, self.layer_name, out.dim()) % out.dim()
 
-    def __enter__(self) -> UnitAblator:
-        if self._session is not None:
-            raise RuntimeError("this UnitAblator is already active; nesting it has no meaning")
-        session = HookSession(
+    def _ablate(self, out: Tensor) -> Tensor:
+        axis = self._axis(out)
+        _check_units(self.units, out.shape[axis], self.layer_name)
+        mask = torch.zeros(out.shape[axis], dtype=torch.bool, device=out.device)
+        mask[self.units.to(out.device)] = True
+        shape = [1] * out.dim()
+        shape[axis] = -1
+        return torch.where(mask.view(shape), torch.as_tensor(self.value, dtype=out.dtype), out)
+
+    def _new_session(self) -> HookSession:
+        return HookSession(
             self.model, [Tap(self.layer_name, self.layer, None, replace=self._ablate)]
         )
-        session.__enter__()
-        self._session = session
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        session, self._session = self._session, None
-        assert session is not None
-        session.__exit__(exc_type, exc, tb)
 
     def __call__(self, x: Tensor) -> Tensor:
         """Logits of ``model(x)`` with the units ablated (eval mode, no gradients)."""
         check_images(x)
-        with self, eval_mode(self.model), torch.no_grad():
-            return self.model(x)
+        with eval_mode(self.model), torch.no_grad():
+            logits, _ = run_forward(self.model, x, self._new_session(), output=self.output)
+        assert logits is not None
+        return logits
 
 
 def channel_count(module: nn.Module) -> int | None:
@@ -109,12 +136,23 @@ def channel_count(module: nn.Module) -> int | None:
 
 
 def _as_units(units: Units) -> Tensor:
-    tensor = torch.as_tensor(units).reshape(-1)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise TypeError(f"units are integer channel indices, got dtype {tensor.dtype}")
+    if isinstance(units, bool | str | bytes | float):
+        raise TypeError(f"units are integer channel indices, not {units!r}")
+    if isinstance(units, numbers.Integral):
+        return torch.tensor([int(units)])
+    if isinstance(units, Tensor):
+        tensor = units.detach().cpu().reshape(-1)
+    else:
+        values = list(units)
+        bad = [u for u in values if isinstance(u, bool) or not isinstance(u, numbers.Integral)]
+        if bad:
+            raise TypeError(f"units are integer channel indices, got {bad[0]!r}")
+        tensor = torch.tensor([int(u) for u in values], dtype=torch.long)
     if tensor.numel() == 0:
         raise ValueError("give at least one unit to ablate")
-    return tensor.long().cpu()
+    if tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"units are integer channel indices, got dtype {tensor.dtype}")
+    return tensor.long()
 
 
 def _check_units(units: Tensor, channels: int, layer: str) -> None:
@@ -126,15 +164,14 @@ def _check_units(units: Tensor, channels: int, layer: str) -> None:
         )
 
 
-def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The last ``nn.Linear`` defined in ``model`` (its classifier in torchvision CNNs)."""
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not found:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier; pass fc= explicitly")
-    return found[-1]
-
-
-def rank_units(model: nn.Module, target: int, *, fc: LayerLike | None = None) -> Tensor:
+def rank_units(
+    model: nn.Module,
+    target: int,
+    *,
+    fc: LayerLike | None = None,
+    example: Tensor | None = None,
+    output: OutputFn | None = None,
+) -> Tensor:
     """Units of the layer feeding the classifier, by their weight for ``target``.
 
     In a global-average-pool + linear model the logit of class ``c`` is
@@ -146,9 +183,17 @@ def rank_units(model: nn.Module, target: int, *, fc: LayerLike | None = None) ->
     model
         The classifier.
     target
-        The class index.
+        The class index (an int).
     fc
-        The classifier layer; default: the last ``nn.Linear`` of the model.
+        The classifier layer; default: the ``nn.Linear`` whose output is the
+        logits (:func:`netlens.layers.find_classifier`), found with one forward
+        pass of ``example``.
+    example
+        An input batch for finding the classifier; default: one zero image of
+        224 x 224 with as many channels as the first convolution takes.
+    output
+        How to read the logits from the model's output (see
+        :func:`netlens.hooks.as_logits`).
 
     Returns
     -------
@@ -163,13 +208,39 @@ def rank_units(model: nn.Module, target: int, *, fc: LayerLike | None = None) ->
     >>> bool(resnet.fc.weight[7, order[0]] == resnet.fc.weight[7].max())
     True
     """
-    linear = resolve_layer(model, fc)[1] if fc is not None else last_linear(model)[1]
-    if not isinstance(linear, nn.Linear):
-        raise TypeError(f"fc must be an nn.Linear, got {type(linear).__name__}")
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"target must be an int class index, not {target!r}")
+    linear = _classifier(model, fc, example, output)
     classes = linear.out_features
     if not 0 <= int(target) < classes:
-        raise IndexError(f"target {target} out of range for {classes} classes")
+        raise IndexError(
+            f"target {target} out of range for {classes} classes (valid: 0 to {classes - 1})"
+        )
     return linear.weight.detach()[int(target)].argsort(descending=True).cpu()
+
+
+def _classifier(
+    model: nn.Module, fc: LayerLike | None, example: Tensor | None, output: OutputFn | None
+) -> nn.Linear:
+    if fc is None:
+        if example is None:
+            example = _zero_image(model)
+        fc = find_classifier(model, example, output=output)
+    name, linear = resolve_layer(model, fc)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fc must be an nn.Linear, but '{name}' is a {type(linear).__name__}")
+    return linear
+
+
+def _zero_image(model: nn.Module) -> Tensor:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Conv2d to tell its input channels; pass "
+            "example= (an input batch) or fc= (the classifier layer)"
+        )
+    weight = conv.weight
+    return torch.zeros(1, conv.in_channels, 224, 224, dtype=weight.dtype, device=weight.device)
 
 
 @dataclass
@@ -207,6 +278,7 @@ def fewest_units_to_flip(
     max_units: int | None = None,
     value: float = 0.0,
     batch_size: int = 32,
+    output: OutputFn | None = None,
 ) -> AblationSearch:
     """Fewest top-ranked units of ``layer`` whose ablation changes the top-1 class.
 
@@ -234,6 +306,17 @@ def fewest_units_to_flip(
         Value the ablated units are set to.
     batch_size
         Counts per forward pass.
+    output
+        How to read the logits from the model's output (see
+        :func:`netlens.hooks.as_logits`).
+
+    Raises
+    ------
+    LayerNotReachedError
+        When the forward pass does not run ``layer``.
+    ValueError
+        When the default ranking does not apply: the classifier does not read
+        ``layer``'s channels (pass ``ranking=``).
 
     Examples
     --------
@@ -246,15 +329,21 @@ def fewest_units_to_flip(
     check_images(x)
     if x.shape[0] != 1:
         raise ValueError(f"give one image, shape (1, C, H, W); got batch of {x.shape[0]}")
+    limit_given = _positive("max_units", max_units) if max_units is not None else None
+    batch_size = _positive("batch_size", batch_size)
     layer_name, module = resolve_layer(model, layer)
     with eval_mode(model), torch.no_grad():
-        before = model(x)[0]
+        before = as_logits(model(x), output)[0]
         original = int(before.argmax())
-        order = _as_units(ranking) if ranking is not None else rank_units(model, original, fc=fc)
-        limit = len(order) if max_units is None else min(int(max_units), len(order))
+        if ranking is not None:
+            order = _as_units(ranking)
+        else:
+            order = rank_units(model, original, fc=fc, example=x, output=output)
+            _check_default_ranking(model, x, layer_name, module, len(order))
+        limit = len(order) if limit_given is None else min(limit_given, len(order))
         for start in range(1, limit + 1, batch_size):
             counts = torch.arange(start, min(start + batch_size, limit + 1))
-            logits = _ablate_prefixes(model, x, layer_name, module, order, counts, value)
+            logits = _ablate_prefixes(model, x, layer_name, module, order, counts, value, output)
             changed = (logits.argmax(1) != original).nonzero()
             if changed.numel():
                 i = int(changed[0])
@@ -265,6 +354,32 @@ def fewest_units_to_flip(
     return AblationSearch(None, order[:0], original, original, before, before)
 
 
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive int, not {value!r}")
+    return int(value)
+
+
+def _check_default_ranking(
+    model: nn.Module, x: Tensor, layer_name: str, module: nn.Module, ranked: int
+) -> None:
+    """The classifier's weights rank units only of a layer with as many channels as it reads."""
+    channels = channel_count(module)
+    if channels is None:
+        found = run_forward(model, x, HookSession(model, [Tap(layer_name, module, "copy")]))[1]
+        value = found[layer_name]
+        channels = (
+            value.shape[channel_axis(model, layer_name, value.dim())] if value.dim() > 1 else 1
+        )
+    if channels != ranked:
+        raise ValueError(
+            f"the default ranking orders the {ranked} inputs of the classifier, but layer "
+            f"'{layer_name}' has {channels} channels: the classifier does not read this "
+            "layer. Pass ranking= (unit indices of this layer, in the order to ablate), "
+            "or pick the layer that feeds the classifier."
+        )
+
+
 def _ablate_prefixes(
     model: nn.Module,
     x: Tensor,
@@ -273,18 +388,23 @@ def _ablate_prefixes(
     order: Tensor,
     counts: Tensor,
     value: float,
+    output: OutputFn | None,
 ) -> Tensor:
     """Logits for a batch where sample ``i`` ablates the first ``counts[i]`` units."""
 
     def ablate(out: Tensor) -> Tensor:
-        _check_units(order, out.shape[1], layer_name)
-        ranks = torch.empty(out.shape[1], dtype=torch.long)
-        ranks.fill_(out.shape[1])
+        axis = channel_axis(model, layer_name, out.dim()) % out.dim()
+        channels = out.shape[axis]
+        _check_units(order, channels, layer_name)
+        ranks = torch.full((channels,), channels, dtype=torch.long)
         ranks[order] = torch.arange(len(order))
-        mask = ranks.unsqueeze(0) < counts.unsqueeze(1)  # (batch, channels)
-        mask = mask.to(out.device).view(*mask.shape, *([1] * (out.dim() - 2)))
-        return torch.where(mask, torch.as_tensor(value, dtype=out.dtype), out)
+        mask = (ranks.unsqueeze(0) < counts.unsqueeze(1)).to(out.device)  # (batch, channels)
+        shape = [len(counts)] + [1] * (out.dim() - 1)
+        shape[axis] = channels
+        return torch.where(mask.view(shape), torch.as_tensor(value, dtype=out.dtype), out)
 
     batch = x.expand(len(counts), *x.shape[1:]).contiguous()
-    with HookSession(model, [Tap(layer_name, module, None, replace=ablate)]):
-        return model(batch)
+    session = HookSession(model, [Tap(layer_name, module, None, replace=ablate)])
+    logits, _ = run_forward(model, batch, session, output=output)
+    assert logits is not None
+    return logits

@@ -27,10 +27,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._checks import check_images, model_device
+from netlens._checks import (
+    check_images,
+    check_labels,
+    check_positive_int,
+    model_device,
+    split_batch,
+)
 from netlens.errors import NotFittedError
-from netlens.hooks import HookSession, Tap, eval_mode, run_forward
+from netlens.hooks import HookSession, OutputFn, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, find_classifier, resolve_layer
+
+__all__ = ["Comparison", "EmbeddingProbe", "compare", "majority_vote"]
 
 Metric = Literal["cosine", "euclidean"]
 _METRICS = ("cosine", "euclidean")
@@ -51,6 +59,12 @@ class EmbeddingProbe:
         layer whose output is the logits), found at the first :meth:`fit`;
         the forward pass stops before the classifier runs. Otherwise a layer
         name or module whose output, flattened to ``(N, D)``, is the feature.
+    output
+        For a model whose output is not a tensor of logits, a tuple or list
+        with the logits first, a mapping with ``"logits"`` or an object with
+        a ``logits`` tensor: a function from the output to the logits
+        (``output=lambda out: out["scores"]``). Only used to find the
+        classifier when ``layer`` is ``None``.
 
     Attributes
     ----------
@@ -61,6 +75,8 @@ class EmbeddingProbe:
     layer : str or None
         Name of the layer read; with ``layer=None`` it is the classifier whose
         *input* is read, known after the first :meth:`fit`.
+    output : callable or None
+        The ``output=`` function given, if any.
 
     Notes
     -----
@@ -81,8 +97,16 @@ class EmbeddingProbe:
     [0, 1]
     """
 
-    def __init__(self, model: nn.Module, layer: LayerLike | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, layer: LayerLike | None = None, *, output: OutputFn | None = None
+    ) -> None:
+        if output is not None and not callable(output):
+            raise TypeError(
+                f"output must be a function from the model's output to the logits, "
+                f"not {type(output).__name__}"
+            )
         self.model = model
+        self.output = output
         self._where: Literal["input", "output"] = "input"
         self.layer: str | None = None
         self._module: nn.Module | None = None
@@ -115,9 +139,11 @@ class EmbeddingProbe:
         data
             A tensor ``(N, C, H, W)`` (run in chunks of ``batch_size``) or an
             iterable of batches (a ``DataLoader``) yielding images or
-            ``(images, labels, ...)``. Batches are moved to the model's device.
+            ``(images, labels, ...)`` (items after the labels are ignored; a
+            dict batch is refused). Batches are moved to the model's device.
         labels
-            ``(N,)`` class labels. Leave out when the loader yields labels.
+            ``(N,)`` integer class labels (whole-number floats are accepted).
+            Leave out when the loader yields labels.
         batch_size
             Chunk size when ``data`` is a tensor.
         progress
@@ -132,7 +158,7 @@ class EmbeddingProbe:
         --------
         >>> import torch
         >>> from torch.utils.data import DataLoader, TensorDataset
-        >>> from netlens.data import SmallResNet
+        >>> from netlens.models import SmallResNet
         >>> data = TensorDataset(torch.rand(10, 1, 16, 16), torch.arange(10) % 2)
         >>> probe = EmbeddingProbe(SmallResNet(width=4))
         >>> probe = probe.fit(DataLoader(data, batch_size=4), progress=False)
@@ -141,14 +167,13 @@ class EmbeddingProbe:
         """
         if isinstance(data, Tensor):
             check_images(data)
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            batch_size = check_positive_int(batch_size, "batch_size")
             batches: Iterable[object] = data.split(batch_size)
             total: int | None = -(-len(data) // batch_size)
         else:
             batches = data
             total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
-        given = None if labels is None else torch.as_tensor(labels).reshape(-1).long().cpu()
+        given = None if labels is None else check_labels(labels).cpu()
         if given is not None and isinstance(data, Tensor) and len(given) != len(data):
             raise ValueError(f"got {len(given)} labels for {len(data)} images")
 
@@ -159,11 +184,11 @@ class EmbeddingProbe:
         try:
             with eval_mode(self.model), torch.no_grad():
                 for batch in bar:
-                    images, batch_labels = _split_batch(batch)
+                    images, batch_labels = split_batch(batch)
                     x = images.to(device, non_blocking=True)
                     chunks.append(self._features_of(x).cpu())
                     if batch_labels is not None:
-                        label_chunks.append(batch_labels)
+                        label_chunks.append(check_labels(batch_labels).cpu())
         finally:
             bar.close()
         if not chunks:
@@ -175,11 +200,12 @@ class EmbeddingProbe:
 
     def _features_of(self, x: Tensor) -> Tensor:
         if self._module is None:
-            self.layer = find_classifier(self.model, x)
+            self.layer = find_classifier(self.model, x, output=self.output)
             _, self._module = resolve_layer(self.model, self.layer)
         assert self.layer is not None
         tap = Tap(self.layer, self._module, "copy", where=self._where, stop=True)
-        _, results = run_forward(self.model, x, HookSession(self.model, [tap], stop_early=True))
+        session = HookSession(self.model, [tap], stop_early=True)
+        _, results = run_forward(self.model, x, session, output=self.output)
         return results[self.layer].flatten(1)
 
     def transform(self, images: Tensor, *, batch_size: int = 256) -> Tensor:
@@ -188,13 +214,14 @@ class EmbeddingProbe:
         Examples
         --------
         >>> import torch
-        >>> from netlens.data import SmallResNet
+        >>> from netlens.models import SmallResNet
         >>> probe = EmbeddingProbe(SmallResNet(width=4))
         >>> probe = probe.fit(torch.rand(4, 1, 16, 16), progress=False)
         >>> probe.transform(torch.rand(3, 1, 16, 16)).shape
         torch.Size([3, 32])
         """
         check_images(images)
+        batch_size = check_positive_int(batch_size, "batch_size")
         device = model_device(self.model)
         with eval_mode(self.model), torch.no_grad():
             parts = [self._features_of(x.to(device)).cpu() for x in images.split(batch_size)]
@@ -277,7 +304,8 @@ class EmbeddingProbe:
             Feature vectors ``(Q, D)`` or images ``(Q, C, H, W)``, which are
             run through the model first.
         k
-            Number of neighbours.
+            Number of neighbours: any integer (``int``, ``numpy.int64``, ...)
+            of at least 1.
         metric
             ``"cosine"`` (distance ``1 - cos(q, x)``) or ``"euclidean"`` (the
             L2 distance, not squared).
@@ -298,7 +326,7 @@ class EmbeddingProbe:
         Examples
         --------
         >>> import torch
-        >>> from netlens.data import SmallResNet
+        >>> from netlens.models import SmallResNet
         >>> probe = EmbeddingProbe(SmallResNet(width=4))
         >>> probe = probe.fit(torch.rand(8, 1, 16, 16), progress=False)
         >>> idx, dist = probe.knn(probe.features, k=2, exclude_self=True, metric="euclidean")
@@ -314,8 +342,7 @@ class EmbeddingProbe:
                 f"not {type(queries).__name__}"
             )
         available = len(bank) - (1 if exclude_self else 0)
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = check_positive_int(k, "k")
         if k > available:
             extra = " (minus the query itself, exclude_self=True)" if exclude_self else ""
             raise ValueError(f"k={k} exceeds the {available} fitted points{extra}")
@@ -339,8 +366,8 @@ class EmbeddingProbe:
             )
         if batch_size is None:
             batch_size = max(1, _BLOCK_ELEMENTS // len(bank))
-        elif batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        else:
+            batch_size = check_positive_int(batch_size, "batch_size")
         return _knn(queries.to(bank), bank, k, metric, exclude_self, batch_size)
 
     def knn_accuracy(self, k: int = 10, *, metric: Metric = "cosine") -> float:
@@ -352,7 +379,7 @@ class EmbeddingProbe:
         Examples
         --------
         >>> import torch
-        >>> from netlens.data import SmallResNet
+        >>> from netlens.models import SmallResNet
         >>> images = torch.rand(10, 1, 16, 16)
         >>> probe = EmbeddingProbe(SmallResNet(width=4))
         >>> probe = probe.fit(images, torch.zeros(10), progress=False)
@@ -466,12 +493,13 @@ def compare(
     Examples
     --------
     >>> import torch
-    >>> from netlens.data import SmallResNet
+    >>> from netlens.models import SmallResNet
     >>> images, labels = torch.rand(12, 1, 16, 16), torch.arange(12) % 3
     >>> a = EmbeddingProbe(SmallResNet(width=4)).fit(images, labels, progress=False)
     >>> compare(a, a, k=3).overlap
     1.0
     """
+    k = check_positive_int(k, "k")
     bank_a, bank_b = probe_a._bank(), probe_b._bank()
     if len(bank_a) != len(bank_b):
         raise ValueError(
@@ -491,17 +519,6 @@ def compare(
         overlap_per_image=per_image,
         k=k,
     )
-
-
-def _split_batch(batch: object) -> tuple[Tensor, Tensor | None]:
-    labels = None
-    if isinstance(batch, (tuple, list)) and batch:
-        if len(batch) > 1:
-            labels = torch.as_tensor(batch[1]).reshape(-1).long().cpu()
-        batch = batch[0]
-    if isinstance(batch, dict):
-        raise TypeError("dict batches are not understood; yield (images, labels) or images alone")
-    return check_images(batch), labels
 
 
 def _merge_labels(given: Tensor | None, from_data: list[Tensor], n: int) -> Tensor | None:

@@ -4,16 +4,6 @@ Catch :class:`NetlensError` to handle anything netlens refuses; each subclass
 also derives from the built-in exception its meaning matches (``ValueError``
 for a bad argument, ``RuntimeError`` for a pass that went wrong), so code
 written against those keeps working.
-
-Examples
---------
->>> import torch.nn as nn
->>> from netlens.layers import resolve_layer
->>> try:
-...     resolve_layer(nn.Sequential(nn.ReLU()), "relu")
-... except NetlensError as error:
-...     print(type(error).__name__)
-LayerNotFoundError
 """
 
 from __future__ import annotations

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from types import TracebackType
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._checks import check_images, model_device
-from netlens.hooks import HookSession, StopForward, Tap, eval_mode
-from netlens.layers import LayerLike, resolve_layer
+from netlens._checks import check_images, model_device, split_batch
+from netlens.hooks import ActiveSessions, HookSession, SessionBlock, Tap, eval_mode, run_forward
+from netlens.layers import LayerLike, channel_axis, resolve_layer
+
+__all__ = ["FeatureExtractor", "Reduce"]
 
 Reduce = Literal["mean", "max"] | None
 
 
-class FeatureExtractor:
+class FeatureExtractor(SessionBlock):
     """Capture the outputs of named layers during forward passes.
 
     Each captured output is a copy taken the moment the layer returns, so a
@@ -92,45 +93,27 @@ class FeatureExtractor:
         self.detach = detach
         self.stop_early = stop_early
         self.features: dict[str, Tensor] = {}
-        self._session: HookSession | None = None
+        self._active = ActiveSessions(self, "FeatureExtractor")
 
     def _new_session(self) -> HookSession:
         mode = "copy" if self.detach else "graph"
         taps = [Tap(name, module, mode, stop=True) for name, module in self.layers.items()]
         return HookSession(self.model, taps, stop_early=self.stop_early)
 
-    def __enter__(self) -> FeatureExtractor:
-        if self._session is not None:
-            raise RuntimeError(
-                "this FeatureExtractor is already active (nested `with` or a call inside "
-                "its own `with` block); use a second FeatureExtractor instead."
-            )
-        session = self._new_session()
-        session.__enter__()
-        self._session = session
+    def _entered(self, session: HookSession) -> None:
         self.features = session.results
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        session, self._session = self._session, None
-        assert session is not None
-        session.__exit__(exc_type, exc, tb)
+    def _left(self, session: HookSession) -> None:
         self.features = dict(session.results)
-        if exc_type is None and session.passes > 0:
-            session.check_reached()
-        return exc_type is not None and issubclass(exc_type, StopForward)
 
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
         """Run ``model(x)`` in eval mode and return ``{layer name: output}``."""
         check_images(x)
-        with self, eval_mode(self.model), torch.no_grad() if self.detach else nullcontext():
-            self.model(x)
-        return self.features
+        session = self._new_session()
+        with eval_mode(self.model), torch.no_grad() if self.detach else nullcontext():
+            run_forward(self.model, x, session, output=_ignore)
+        self.features = dict(session.results)
+        return dict(self.features)
 
     def extract(
         self,
@@ -148,8 +131,10 @@ class FeatureExtractor:
             (``(images, labels)``). Batches are moved to the model's device.
         reduce
             ``None`` keeps full feature maps; ``"mean"`` or ``"max"`` reduce
-            every dimension after the channel one, so a large dataset fits in
-            memory (``(N, C)`` per layer).
+            every dimension but the channel one, so a large dataset fits in
+            memory (``(N, C)`` per layer). A channels-last layer (``(N, H, W,
+            C)``, inside ConvNeXt blocks) is reduced over ``H`` and ``W``
+            (:func:`netlens.layers.channel_axis`).
         progress
             Show a tqdm progress bar.
 
@@ -177,9 +162,10 @@ class FeatureExtractor:
         bar = tqdm(loader, total=total, desc="extracting", unit="batch", disable=not progress)
         try:
             for batch in bar:
-                x = _images_of(batch).to(device, non_blocking=True)
+                x = split_batch(batch)[0].to(device, non_blocking=True)
                 for name, value in self(x).items():
-                    chunks[name].append(_reduce(value.detach(), reduce).cpu())
+                    axis = channel_axis(self.model, name, value.dim())
+                    chunks[name].append(_reduce(value.detach(), reduce, axis).cpu())
         finally:
             bar.close()
         if not any(chunks.values()):
@@ -187,18 +173,17 @@ class FeatureExtractor:
         return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def _images_of(batch: object) -> Tensor:
-    if isinstance(batch, (tuple, list)) and batch:
-        batch = batch[0]
-    if isinstance(batch, dict):
-        raise TypeError("dict batches are not understood; yield (images, labels) or images alone")
-    return check_images(batch)
-
-
-def _reduce(value: Tensor, reduce: Reduce) -> Tensor:
+def _reduce(value: Tensor, reduce: Reduce, axis: int = 1) -> Tensor:
+    """Reduce every dimension but the batch and the channel one (``axis``: 1 or -1)."""
     if reduce is None or value.dim() <= 2:
         return value
-    dims = tuple(range(2, value.dim()))
+    channel = axis % value.dim()
+    dims = tuple(d for d in range(1, value.dim()) if d != channel)
     if reduce == "mean":
         return value.mean(dim=dims)
     return value.amax(dim=dims)
+
+
+def _ignore(output: object) -> Tensor:
+    """The extractor reads layers, not logits: whatever the model returns is fine."""
+    return torch.empty(0)

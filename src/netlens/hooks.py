@@ -4,7 +4,8 @@ Everything that looks inside a model goes through :class:`HookSession`, a
 context manager that attaches forward hooks to chosen modules and removes
 every one of them on exit, also when the forward pass raises.
 
-A session is a set of :class:`Tap` s, one per module. A tap can
+A session is a set of :class:`Tap` s, one per module (or one call of a
+module). A tap can
 
 * record the module's output (``"copy"``: a detached clone; ``"graph"``: a
   clone still attached to the autograd graph) or its input (``where="input"``),
@@ -12,6 +13,9 @@ A session is a set of :class:`Tap` s, one per module. A tap can
   pass up to this module runs without recording history, everything after it
   records history, so a gradient with respect to this output costs only the
   part of the network above it,
+* keep the output itself as recorded, with the rest of the network running
+  on a copy (``"output"``): a gradient with respect to it is a gradient with
+  respect to the layer, and nothing below the layer changes,
 * replace the output (``replace=``), which is how units are ablated,
 * stop the forward pass once every tap marked ``stop`` has run.
 
@@ -19,10 +23,21 @@ Outputs are always cloned before anything downstream runs, so a later
 in-place operation (torchvision's ``ReLU(inplace=True)``, ``out += identity``)
 cannot change what was recorded.
 
+What a session sees
+-------------------
+A session acts only on the forward passes its own thread runs, and only on
+passes that start while none of its passes is running: another thread's
+forward pass through the same model, a pass that a hook of the user's starts
+in the middle of one (a method called from inside a forward hook), and the
+recomputation of checkpointed parts during a backward pass go through its
+hooks untouched. The root's exit hook always runs, so a pass that raises does
+not leave the session believing it is still inside it.
+
 A module called more than once inside one forward pass of the root model (the
 shared ``relu`` of a torchvision ResNet block runs two or three times) has no
-single output; a tap on it raises :class:`RepeatedCallError` rather than
-silently keeping one of the calls.
+single output; a tap on it raises :class:`~netlens.errors.RepeatedCallError`
+rather than silently keeping one of the calls. One call is addressed as
+``"name:k"`` (``"pool:1"``: the second call of ``pool``).
 
 :func:`input_gradients_only` serves methods that differentiate with respect to
 inputs or activations, never parameters: common layers then stop saving
@@ -31,36 +46,86 @@ activations that only parameter gradients need.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from types import TracebackType
+from typing import Literal, Self
 
 import torch
 from torch import Tensor, nn
 
 from netlens._input_gradients import LAYER_TYPES, Rule, rule_for
-from netlens.errors import LayerNotReachedError, RepeatedCallError
+from netlens.errors import LayerNotReachedError, OutputError, RepeatedCallError
 
-Mode = Literal["copy", "graph", "leaf"]
+__all__ = [
+    "ActiveSessions",
+    "HookSession",
+    "SessionBlock",
+    "ModuleCall",
+    "OutputFn",
+    "StopForward",
+    "Tap",
+    "as_logits",
+    "eval_mode",
+    "graph_cut_message",
+    "hook_count",
+    "in_backward",
+    "input_gradients_only",
+    "run_forward",
+    "split_call",
+    "trace_calls",
+]
+
+Mode = Literal["copy", "graph", "leaf", "output"]
+OutputFn = Callable[[object], Tensor]
+
+_CALL = re.compile(r"^(?P<name>.+):(?P<call>\d+)$")
 
 
 class StopForward(Exception):  # noqa: N818 - control flow, not an error
     """Raised inside the forward pass once every wanted layer has run."""
 
 
+def split_call(name: str) -> tuple[str, int | None]:
+    """Split ``"pool:1"`` into ``("pool", 1)``; a plain name gives ``(name, None)``.
+
+    Examples
+    --------
+    >>> split_call("features.pool:1"), split_call("layer4")
+    (('features.pool', 1), ('layer4', None))
+    """
+    match = _CALL.match(name)
+    if match is None:
+        return name, None
+    return match["name"], int(match["call"])
+
+
+def in_backward() -> bool:
+    """Whether the autograd engine is running a backward pass on this thread.
+
+    A forward pass run then is the recomputation of a checkpointed part
+    (:func:`torch.utils.checkpoint.checkpoint`), not one of the user's.
+    """
+    return torch._C._current_graph_task_id() != -1
+
+
 @dataclass
 class Tap:
-    """What to do at one module during a forward pass.
+    """What to do at one module (or one call of it) during a forward pass.
 
     Parameters
     ----------
     name
-        The name results are stored under (usually the dotted module name).
+        The name results are stored under: the dotted module name, with
+        ``":k"`` to act on the ``k``-th call only (``"pool:1"``).
     module
         The module to hook.
     mode
-        ``"copy"``, ``"graph"``, ``"leaf"`` or ``None`` (record nothing).
+        ``"copy"``, ``"graph"``, ``"leaf"``, ``"output"`` or ``None`` (record
+        nothing).
     where
         ``"output"`` or ``"input"`` (the first positional input).
     replace
@@ -69,6 +134,10 @@ class Tap:
     stop
         Whether the forward pass may stop once this tap (and every other tap
         marked ``stop``) has run.
+    call
+        Which call of the module to act on (0 is the first); ``None`` (default)
+        takes it from a ``":k"`` suffix of ``name``, else the module must run
+        once per pass.
     """
 
     name: str
@@ -77,7 +146,17 @@ class Tap:
     where: Literal["output", "input"] = "output"
     replace: Callable[[Tensor], Tensor] | None = None
     stop: bool = False
+    call: int | None = None
     calls: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.call is None:
+            self.call = split_call(self.name)[1]
+
+    @property
+    def done(self) -> bool:
+        """Whether the call this tap acts on has run in the latest pass."""
+        return self.calls > (self.call or 0)
 
 
 class HookSession:
@@ -87,7 +166,8 @@ class HookSession:
     ----------
     root
         The model whose forward pass delimits "one pass": a tap that runs twice
-        while ``root`` is running raises :class:`RepeatedCallError`.
+        while ``root`` is running raises :class:`~netlens.errors.RepeatedCallError`
+        (unless it names one call).
     taps
         What to hook.
     stop_early
@@ -98,6 +178,19 @@ class HookSession:
     ----------
     results
         ``{tap.name: Tensor}`` from the latest forward pass.
+    passes
+        How many forward passes of ``root`` the session has seen.
+    last_failed
+        Whether the latest of them raised.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> with HookSession(net, [Tap("1", net[1])]) as session:
+    ...     logits = net(torch.randn(5, 3))
+    >>> session.results["1"].shape, session.passes
+    (torch.Size([5, 4]), 1)
     """
 
     def __init__(self, root: nn.Module, taps: Sequence[Tap], *, stop_early: bool = False):
@@ -107,14 +200,19 @@ class HookSession:
         self.results: dict[str, Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._depth = 0
+        self._nested = 0
+        self._thread: int | None = None
         self._grad_mode = torch.is_grad_enabled()
         self.passes = 0
+        self.last_failed = False
 
     def __enter__(self) -> HookSession:
         self._grad_mode = torch.is_grad_enabled()
+        self._thread = threading.get_ident()
+        self._depth = self._nested = 0
         try:
             self._handles.append(self.root.register_forward_pre_hook(self._root_enter))
-            self._handles.append(self.root.register_forward_hook(self._root_exit))
+            self._handles.append(self.root.register_forward_hook(self._root_exit, always_call=True))
             for tap in self.taps:
                 if tap.where == "input":
                     hook = tap.module.register_forward_pre_hook(self._input_hook(tap))
@@ -135,52 +233,72 @@ class HookSession:
         """Remove every hook this session attached."""
         while self._handles:
             self._handles.pop().remove()
-        self._depth = 0
-
-    def reached(self) -> set[str]:
-        """Names of the taps that ran in the latest forward pass."""
-        return {t.name for t in self.taps if t.calls > 0}
+        self._depth = self._nested = 0
 
     def check_reached(self) -> None:
-        """Raise :class:`LayerNotReachedError` if a tap did not run."""
-        missing = [t.name for t in self.taps if t.calls == 0]
+        """Raise :class:`~netlens.errors.LayerNotReachedError` if a tap did not act."""
+        missing = [t for t in self.taps if not t.done]
         if missing:
-            raise LayerNotReachedError(
-                f"layer(s) {missing} did not run during the forward pass; a module that "
-                "is defined but not called by forward() (an auxiliary head in eval mode, "
-                "an unused branch) has no output. Pick a layer the forward pass uses."
-            )
+            raise LayerNotReachedError(_not_reached_message(self.root, missing))
+
+    # which passes are this session's ---------------------------------------
+
+    def _own(self) -> bool:
+        return threading.get_ident() == self._thread and not in_backward()
+
+    def _acting(self) -> bool:
+        return self._nested == 0 and self._own()
 
     # hooks -----------------------------------------------------------------
 
     def _root_enter(self, module: nn.Module, args: object) -> None:
-        if self._depth == 0:
-            self.passes += 1
-            self.results.clear()
-            for tap in self.taps:
-                tap.calls = 0
-        self._depth += 1
+        if not self._own():
+            return
+        if self._depth > 0:
+            # A pass started from inside one of ours (a user's hook calling the
+            # model, or a method): not ours to see.
+            self._nested += 1
+            return
+        self.passes += 1
+        self.results.clear()
+        for tap in self.taps:
+            tap.calls = 0
+        self._depth = 1
 
     def _root_exit(self, module: nn.Module, args: object, output: object) -> None:
-        self._depth = max(self._depth - 1, 0)
+        if not self._own():
+            return
+        if self._nested:
+            self._nested -= 1
+        else:
+            self._depth = 0
+            # Runs also when the pass raised (always_call), with no output then.
+            self.last_failed = output is None
 
-    def _count(self, tap: Tap) -> None:
+    def _take(self, tap: Tap) -> bool:
+        """Count a call of the tapped module; whether the tap acts on this one."""
+        index = tap.calls
         tap.calls += 1
+        if tap.call is not None:
+            return index == tap.call
         if tap.calls > 1 and self._depth > 0:
             raise RepeatedCallError(
                 f"module '{tap.name}' ran {tap.calls} times in one forward pass (it is "
                 "reused inside forward(), like the shared ReLU of a ResNet block), so it "
-                "has no single output. Pick a module that runs once, e.g. its parent "
-                "block or the layer just before it."
+                f"has no single output. Address one call as '{tap.name}:0', "
+                f"'{tap.name}:1', ... (`netlens layers` lists them), or pick a module that "
+                "runs once, e.g. its parent block."
             )
+        return True
 
     def _maybe_stop(self) -> None:
-        if self.stop_early and all(t.calls > 0 for t in self.taps if t.stop):
+        if self.stop_early and all(t.done for t in self.taps if t.stop):
             raise StopForward
 
     def _input_hook(self, tap: Tap) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[object, ...]) -> None:
-            self._count(tap)
+            if not self._acting() or not self._take(tap):
+                return
             value = args[0] if args else None
             if tap.mode is not None:
                 self.results[tap.name] = _record(tap, value)
@@ -190,7 +308,8 @@ class HookSession:
 
     def _output_hook(self, tap: Tap) -> Callable[..., Tensor | None]:
         def hook(module: nn.Module, args: object, output: object) -> Tensor | None:
-            self._count(tap)
+            if not self._acting() or not self._take(tap):
+                return None
             out = _as_tensor(tap, output)
             new = None
             if tap.replace is not None:
@@ -202,12 +321,121 @@ class HookSession:
                 torch.set_grad_enabled(True)
                 # A clone, so an in-place op downstream acts on a non-leaf tensor.
                 new = leaf.clone()
+            elif tap.mode == "output":
+                self.results[tap.name] = out
+                new = out.clone()
             elif tap.mode is not None:
                 self.results[tap.name] = _record(tap, out)
             self._maybe_stop()
             return new
 
         return hook
+
+
+class ActiveSessions:
+    """The session an object's ``with`` block holds, one per thread.
+
+    :class:`~netlens.FeatureExtractor` and :class:`~netlens.UnitAblator` are
+    context managers: entering one starts a :class:`HookSession`, leaving it
+    ends that session. Each thread has its own, so one extractor can be used in
+    ``with`` blocks on several threads at once; entering it twice on one
+    thread is refused.
+    """
+
+    def __init__(self, owner: object, what: str) -> None:
+        self.what = what
+        self._sessions: dict[int, HookSession] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, session: HookSession) -> HookSession:
+        """Start ``session`` for this thread and return it."""
+        thread = threading.get_ident()
+        with self._lock:
+            if thread in self._sessions:
+                raise RuntimeError(
+                    f"this {self.what} is already active in this thread (a nested `with` "
+                    f"block); use a second {self.what} instead."
+                )
+            self._sessions[thread] = session
+        try:
+            session.__enter__()
+        except BaseException:
+            with self._lock:
+                del self._sessions[thread]
+            raise
+        return session
+
+    def exit(self, *exc_info: object) -> HookSession:
+        """End this thread's session and return it."""
+        with self._lock:
+            session = self._sessions.pop(threading.get_ident())
+        session.__exit__(*exc_info)
+        return session
+
+
+class SessionBlock:
+    """Base of objects used as ``with obj: model(x)``, holding one session per thread.
+
+    A subclass implements :meth:`_new_session` (and may react to the block's
+    start and end in :meth:`_entered` / :meth:`_left`). On leaving the block
+    after at least one pass, a tap that never acted is
+    :class:`~netlens.errors.LayerNotReachedError`; a :class:`StopForward` that
+    ended the user's forward pass is swallowed.
+    """
+
+    _active: ActiveSessions
+
+    def _new_session(self) -> HookSession:
+        raise NotImplementedError
+
+    def _entered(self, session: HookSession) -> None:
+        """Called with the session when the block starts."""
+
+    def _left(self, session: HookSession) -> None:
+        """Called with the session when the block ends."""
+
+    def __enter__(self) -> Self:
+        self._entered(self._active.enter(self._new_session()))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        session = self._active.exit(exc_type, exc, tb)
+        self._left(session)
+        # A pass that raised was reported by its own exception; the check is of a whole one.
+        if exc_type is None and session.passes > 0 and not session.last_failed:
+            session.check_reached()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+
+def _not_reached_message(root: nn.Module, missing: Sequence[Tap]) -> str:
+    names = [t.name for t in missing]
+    ran = {t.name: t.calls for t in missing if t.call is not None and t.calls}
+    detail = "".join(
+        f" '{name}' ran {count} time(s), so call :{split_call(name)[1]} does not exist."
+        for name, count in ran.items()
+    )
+    if isinstance(root, torch.jit.ScriptModule):
+        hint = (
+            f"{type(root).__name__} is a TorchScript module (torch.jit.trace / "
+            "torch.jit.script): its compiled graph runs no Python hooks, so netlens cannot "
+            "see or change its layers. Explain the eager nn.Module it was made from."
+        )
+    elif hasattr(root, "_orig_mod") and type(root).__name__ == "OptimizedModule":
+        hint = (
+            "the model is compiled with torch.compile, and its compiled graph did not run "
+            "the hooks. Explain the eager module instead: model._orig_mod."
+        )
+    else:
+        hint = (
+            "A module that is defined but not called by forward() (an auxiliary head in "
+            "eval mode, an unused branch) has no output. Pick a layer the forward pass uses."
+        )
+    return f"layer(s) {names} did not run during the forward pass.{detail} {hint}"
 
 
 def _as_tensor(tap: Tap, value: object) -> Tensor:
@@ -226,33 +454,135 @@ def _record(tap: Tap, value: object) -> Tensor:
     return value.clone()
 
 
+def as_logits(output: object, fn: OutputFn | None = None) -> Tensor:
+    """The logits in a model's output.
+
+    A model may return a tensor, a tuple or list (logits first, like
+    torchvision's GoogLeNet in training mode), a mapping with ``"logits"``,
+    or an object with a ``logits`` tensor attribute (Hugging Face's
+    ``ModelOutput``); ``fn``, when given, turns any other output into logits.
+
+    Raises
+    ------
+    OutputError
+        When the output holds no logits netlens can find unambiguously.
+
+    Examples
+    --------
+    >>> import torch
+    >>> as_logits({"logits": torch.ones(1, 3), "aux": torch.zeros(1, 3)}).tolist()
+    [[1.0, 1.0, 1.0]]
+    >>> as_logits((torch.zeros(2, 4), torch.ones(2, 4))).shape
+    torch.Size([2, 4])
+    >>> as_logits({"out": torch.ones(1, 3)}, fn=lambda o: o["out"]).shape
+    torch.Size([1, 3])
+    """
+    if fn is not None:
+        value = fn(output)
+        if not isinstance(value, Tensor):
+            raise OutputError(f"output= returned a {type(value).__name__}, not a tensor of logits")
+        return value
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping):
+        if "logits" in output and isinstance(output["logits"], Tensor):
+            return output["logits"]
+        keys = ", ".join(repr(k) for k in list(output)[:8])
+        raise OutputError(
+            f"the model returns a mapping with keys {keys} and no tensor 'logits'; pass "
+            "output=lambda out: out[...] to say which entry holds the logits."
+        )
+    if isinstance(output, (tuple, list)):
+        if output and isinstance(output[0], Tensor):
+            return output[0]
+        raise OutputError(
+            f"the model returns a {type(output).__name__} whose first element is not a "
+            "tensor; pass output=lambda out: ... to say where the logits are."
+        )
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise OutputError(
+        f"the model returns a {type(output).__name__}, not logits; pass "
+        "output=lambda out: ... to say where the logits are."
+    )
+
+
 def run_forward(
-    model: nn.Module, x: Tensor, session: HookSession
+    model: nn.Module, x: Tensor, session: HookSession, *, output: OutputFn | None = None
 ) -> tuple[Tensor | None, dict[str, Tensor]]:
     """Run ``model(x)`` inside ``session``.
 
-    Returns the model's output (``None`` when the pass stopped early) and the
-    recorded tensors. Raises :class:`LayerNotReachedError` when a tap did not run.
+    Returns the model's logits (:func:`as_logits`; ``None`` when the pass
+    stopped early) and the recorded tensors. Raises
+    :class:`~netlens.errors.LayerNotReachedError` when a tap did not run.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> logits, found = run_forward(net, torch.randn(5, 3), HookSession(net, [Tap("0", net[0])]))
+    >>> logits.shape, found["0"].shape
+    (torch.Size([5, 2]), torch.Size([5, 4]))
     """
     with session:
         try:
-            output = model(x)
+            result: Tensor | None = as_logits(model(x), output)
         except StopForward:
-            output = None
+            result = None
     session.check_reached()
-    return output, dict(session.results)
+    return result, dict(session.results)
+
+
+class _Holds:
+    """Who holds a model in eval mode, so that concurrent calls restore it once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[int, list[tuple[nn.Module, bool]]]] = {}
+
+
+_HOLDS = _Holds()
 
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode and restore each ``training`` flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Every submodule in eval mode inside the block, each ``training`` flag restored after.
+
+    The flags are set directly: a ``train()`` / ``eval()`` override of the
+    user's (one that freezes parameters, say) does not run, so nothing else
+    changes. Calls from several threads on one model restore the flags once,
+    when the last of them ends.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.BatchNorm1d(3)).train()
+    >>> with eval_mode(net):
+    ...     net[0].training
+    False
+    >>> net[0].training
+    True
+    """
+    key = id(model)
+    with _HOLDS.lock:
+        count, flags = _HOLDS.held.get(key, (0, []))
+        if count == 0:
+            flags = [(m, m.training) for m in model.modules()]
+            for module, _ in flags:
+                module.training = False
+        _HOLDS.held[key] = (count + 1, flags)
     try:
         yield model
     finally:
-        for module, flag in flags:
-            module.training = flag
+        with _HOLDS.lock:
+            count, flags = _HOLDS.held[key]
+            if count == 1:
+                del _HOLDS.held[key]
+                for module, flag in flags:
+                    module.training = flag
+            else:
+                _HOLDS.held[key] = (count - 1, flags)
 
 
 @contextmanager
@@ -273,21 +603,30 @@ def input_gradients_only(
     through 2-d convolutions runs in that layout whatever the forward pass's,
     and input gradients come out in it.
 
-    Calls whose input needs no gradient, BatchNorm layers in training mode or
-    without running statistics, and convolutions with non-zero padding modes
-    are left to autograd. The hooks are removed and the grad mode restored on
-    exit, also when the forward pass raises.
+    Left to autograd, so that the result is exactly autograd's: calls whose
+    input needs no gradient, BatchNorm layers in training mode or without
+    running statistics, convolutions with non-zero padding modes, modules
+    carrying backward hooks (and every module while a global module backward
+    hook is registered), and calls inside a checkpointed part
+    (:func:`torch.utils.checkpoint.checkpoint`). Only the calling thread's
+    forward passes are affected. The hooks are removed and the grad mode
+    restored on exit, also when the forward pass raises.
     """
     grad_mode = torch.is_grad_enabled()
+    owner = threading.get_ident()
     pending: list[Rule | None] = []
 
     def before(module: nn.Module, args: tuple[object, ...]) -> None:
+        if threading.get_ident() != owner or in_backward():
+            return
         rule = rule_for(module, args[0] if args else None)
         pending.append(rule)
         if rule is not None:
             torch.set_grad_enabled(False)
 
     def after(module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+        if threading.get_ident() != owner or in_backward():
+            return None
         rule = pending.pop()
         if rule is None:
             return None
@@ -310,6 +649,63 @@ def input_gradients_only(
         for handle in handles:
             handle.remove()
         torch.set_grad_enabled(grad_mode)
+
+
+def graph_cut_message(model: nn.Module, x: Tensor, what: str) -> str:
+    """Say where ``model``'s graph stops depending on ``x`` (one diagnostic forward pass).
+
+    Used when a gradient a method needs does not exist: the first module whose
+    input depends on ``x`` but whose output does not is where the graph is
+    cut (a quantized layer, an operation without a gradient); when no module
+    cuts it, the cut is in a ``forward`` method's own code (a ``.detach()``,
+    ``torch.no_grad()``), after the last module whose output still depends on
+    ``x``. The pass runs with the parameters detached, so that only the
+    dependence on ``x`` counts.
+    """
+    cut: list[str] = []
+    last: list[str] = []
+    names = {id(m): n for n, m in model.named_modules() if n}
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        if threading.get_ident() != owner or id(module) not in names:
+            return
+        inputs = [a for a in args if isinstance(a, Tensor)]
+        outputs = [output] if isinstance(output, Tensor) else []
+        if any(_depends(t) for t in outputs):
+            last.append(names[id(module)])
+        elif not cut and any(_depends(t) for t in inputs) and outputs:
+            cut.append(f"{names[id(module)]}' ({type(module).__name__})")
+
+    detached = {name: t.detach() for name, t in model.named_parameters()}
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.enable_grad(), eval_mode(model):
+            torch.func.functional_call(model, detached, (x.detach().requires_grad_(True),))
+    except Exception:  # noqa: BLE001 - a diagnosis must not hide the real error
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if cut:
+        where = f"at layer '{cut[0]}, whose output does not depend on its input"
+    elif last:
+        where = (
+            f"after layer '{last[-1]}', inside the model's own forward code (a "
+            ".detach(), torch.no_grad() or a non-differentiable operation)"
+        )
+    else:
+        where = f"before the first layer, inside {type(model).__name__}.forward"
+    return (
+        f"{what} does not exist: the autograd graph is cut {where}. netlens does not "
+        "return a zero map for a gradient that is not there."
+    )
+
+
+def _depends(tensor: Tensor) -> bool:
+    """Whether ``tensor`` carries gradient history (a node without a gradient does not count)."""
+    node = tensor.grad_fn
+    return tensor.requires_grad and not (node is not None and "NotImplemented" in node.name())
 
 
 @dataclass
@@ -347,9 +743,12 @@ def trace_calls(model: nn.Module, x: Tensor) -> tuple[list[ModuleCall], object]:
         return tuple(value.shape) if isinstance(value, Tensor) else None
 
     seen: dict[str, int] = {}
+    owner = threading.get_ident()
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+            if threading.get_ident() != owner or in_backward():
+                return
             call = seen.get(name, 0)
             seen[name] = call + 1
             calls.append(

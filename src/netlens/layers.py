@@ -11,11 +11,26 @@ architecture whose ``forward`` calls its modules, whatever the module names.
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from netlens.errors import LayerNotFoundError
-from netlens.hooks import ModuleCall, trace_calls
+from netlens.hooks import ModuleCall, OutputFn, as_logits, split_call, trace_calls
+
+__all__ = [
+    "Defaults",
+    "LayerLike",
+    "LayerNotFoundError",
+    "channel_axis",
+    "find_classifier",
+    "find_defaults",
+    "find_feature_layer",
+    "find_last_conv",
+    "layer_names",
+    "resolve_layer",
+    "trace",
+]
 
 LayerLike = str | nn.Module
 
@@ -29,16 +44,28 @@ _POOLING = (
 )
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """All dotted names a layer can be given by, in definition order.
+def layer_names(model: nn.Module, example: Tensor | None = None) -> list[str]:
+    """All names a layer can be given by.
+
+    Without ``example``: every dotted module name, in definition order. With
+    an example batch, one forward pass lists the calls in the order they end:
+    a module called once by its name, one called several times once per call
+    as ``"name:k"`` (``"pool:0"``, ``"pool:1"``); modules the pass does not
+    run are left out.
 
     Examples
     --------
-    >>> import torch.nn as nn
-    >>> layer_names(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
-    ['0', '1']
+    >>> import torch, torch.nn as nn
+    >>> relu = nn.ReLU()
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 2, 3), relu)
+    >>> layer_names(net)
+    ['0', '1', '2']
+    >>> layer_names(net, torch.randn(1, 1, 8, 8))
+    ['0', '1:0', '2', '1:1']
     """
-    return [name for name, _ in model.named_modules() if name]
+    if example is None:
+        return [name for name, _ in model.named_modules() if name]
+    return [call.label for call in trace(model, example)]
 
 
 def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
@@ -50,12 +77,19 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
         If ``layer`` is not a submodule of ``model``; the message lists the
         closest valid names.
 
+    A name may end in ``":k"`` to address the ``k``-th call of a module that
+    the forward pass runs several times (``"pool:1"``); the name returned
+    keeps it. On a ``torch.compile`` d model (or a ``DataParallel`` one) the
+    names of the wrapped model work as they are.
+
     Examples
     --------
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     >>> resolve_layer(net, "0")[1]
     Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
+    >>> resolve_layer(net, "1:0")[0]
+    '1:0'
     """
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
@@ -70,7 +104,17 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return layer, modules[layer]
+    base, call = split_call(layer)
+    if call is not None and base in modules and base:
+        return layer, modules[base]
+    # torch.compile wraps the model: its layers are named "_orig_mod.<name>".
+    for prefix in _WRAPPERS:
+        if prefix + base in modules:
+            return prefix + layer, modules[prefix + base]
     raise LayerNotFoundError(_unknown_layer_message(layer, layer_names(model)))
+
+
+_WRAPPERS = ("_orig_mod.", "module.")
 
 
 def _unknown_layer_message(layer: str, names: list[str]) -> str:
@@ -88,10 +132,50 @@ def _unknown_layer_message(layer: str, names: list[str]) -> str:
     )
 
 
-def trace(model: nn.Module, example: Tensor) -> list[ModuleCall]:
+def trace(model: nn.Module, example: Tensor, *, output: OutputFn | None = None) -> list[ModuleCall]:
     """Module calls of one forward pass on the first example, in finishing order."""
     calls, _ = trace_calls(model, example[:1])
     return calls
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The layers every method finds on its own, from one traced forward pass.
+
+    Attributes
+    ----------
+    feature_layer
+        The last convolutional feature map (see :func:`find_feature_layer`).
+    last_conv
+        The last ``nn.Conv2d`` that runs.
+    classifier
+        The ``nn.Linear`` producing the logits, or ``None`` when no linear layer does.
+    """
+
+    feature_layer: str
+    last_conv: str
+    classifier: str | None
+
+
+def find_defaults(model: nn.Module, example: Tensor, *, output: OutputFn | None = None) -> Defaults:
+    """Feature layer, last convolution and classifier of ``model``, from one forward pass.
+
+    The pass runs on the first example only, in eval mode and without
+    gradients; like any forward pass it runs the hooks the user attached.
+
+    Examples
+    --------
+    >>> import torch, torchvision
+    >>> find_defaults(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+    Defaults(feature_layer='layer4', last_conv='layer4.1.conv2', classifier='fc')
+    """
+    calls, out = trace_calls(model, example[:1])
+    index = _last_conv_index(calls)
+    return Defaults(
+        _feature_layer(calls, index),
+        calls[index].label,
+        _classifier(calls, as_logits(out, output)),
+    )
 
 
 def find_last_conv(model: nn.Module, example: Tensor) -> str:
@@ -103,9 +187,16 @@ def find_last_conv(model: nn.Module, example: Tensor) -> str:
     >>> find_last_conv(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     'layer4.1.conv2'
     """
-    calls = trace(model, example)
-    index = _last_conv_index(calls)
-    return calls[index].name
+    return find_defaults(model, example, output=_any_output).last_conv
+
+
+def _any_output(out: object) -> Tensor:
+    try:
+        return as_logits(out)
+    except Exception:  # noqa: BLE001 - the logits do not matter here
+        import torch
+
+        return torch.empty(0)
 
 
 def _last_conv_index(calls: list[ModuleCall]) -> int:
@@ -129,8 +220,10 @@ def find_feature_layer(model: nn.Module, example: Tensor) -> str:
     >>> find_feature_layer(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     'layer4'
     """
-    calls = trace(model, example)
-    start = _last_conv_index(calls)
+    return find_defaults(model, example, output=_any_output).feature_layer
+
+
+def _feature_layer(calls: list[ModuleCall], start: int) -> str:
     spatial = calls[start].output_shape[-2:]  # type: ignore[index]
     best = start
     for i in range(start + 1, len(calls)):
@@ -140,11 +233,14 @@ def find_feature_layer(model: nn.Module, example: Tensor) -> str:
             break
         if shape is not None and len(shape) == 4 and shape[-2:] == spatial:
             best = i
-    return calls[best].name
+    return calls[best].label
 
 
-def find_classifier(model: nn.Module, example: Tensor) -> str:
+def find_classifier(model: nn.Module, example: Tensor, *, output: OutputFn | None = None) -> str:
     """Name of the ``nn.Linear`` whose output is the model's output (the logits).
+
+    This is the one rule netlens uses for "the classifier": CAM, unit ranking
+    and the embedding probe all read it.
 
     Raises
     ------
@@ -158,24 +254,83 @@ def find_classifier(model: nn.Module, example: Tensor) -> str:
     >>> find_classifier(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     'fc'
     """
-    calls, output = trace_calls(model, example[:1])
-    if isinstance(output, Tensor):
-        for i in range(len(calls) - 1, -1, -1):
-            call = calls[i]
-            if (
-                isinstance(call.module, nn.Linear)
-                and call.output_shape == tuple(output.shape)
-                and _only_containers_after(calls, i)
-            ):
-                return call.name
-    raise LayerNotFoundError(
-        f"{type(model).__name__}'s output is not the output of an nn.Linear layer, so "
-        "there is no classifier weight matrix to read; pass the layer explicitly "
-        "(e.g. fc=...) or use a gradient-based method such as GradCAM."
-    )
+    calls, out = trace_calls(model, example[:1])
+    found = _classifier(calls, as_logits(out, output))
+    if found is None:
+        raise LayerNotFoundError(
+            f"{type(model).__name__}'s output is not the output of an nn.Linear layer, so "
+            "there is no classifier weight matrix to read; pass the layer explicitly "
+            "(e.g. fc=...) or use a gradient-based method such as GradCAM."
+        )
+    return found
+
+
+def _classifier(calls: list[ModuleCall], logits: Tensor) -> str | None:
+    for i in range(len(calls) - 1, -1, -1):
+        call = calls[i]
+        if (
+            isinstance(call.module, nn.Linear)
+            and call.output_shape == tuple(logits.shape)
+            and _only_containers_after(calls, i)
+        ):
+            return call.name
+    return None
 
 
 def _only_containers_after(calls: list[ModuleCall], index: int) -> bool:
     """True when every module finishing after ``calls[index]`` contains it."""
     inner = calls[index].module
     return all(any(m is inner for m in c.module.modules()) for c in calls[index + 1 :])
+
+
+def channel_axis(model: nn.Module, layer: str, dims: int = 4) -> int:
+    """The axis of ``layer``'s output that holds its channels: 1, or -1 for channels-last.
+
+    Inside ConvNeXt and Swin blocks the tensor is permuted to ``(N, H, W, C)``
+    and ``nn.Linear`` / ``nn.LayerNorm`` act on the last axis. A layer's
+    output is channels-last when it is such a linear or layer norm on a 4-d
+    tensor, or when it follows, in its ``nn.Sequential``, a
+    ``torchvision.ops.Permute([0, 2, 3, 1])`` not undone since.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> convnext = torchvision.models.convnext_tiny()
+    >>> channel_axis(convnext, "features.1.0.block.4"), channel_axis(convnext, "features.1.0")
+    (-1, 1)
+    """
+    if dims < 3:
+        return 1
+    name = split_call(layer)[0]
+    modules = dict(model.named_modules())
+    module = modules[name]
+    # Exact LayerNorm: subclasses such as torchvision's LayerNorm2d permute inside.
+    if isinstance(module, nn.Linear) or (
+        type(module) is nn.LayerNorm and len(module.normalized_shape) == 1
+    ):
+        return -1
+    last = False
+    parts = name.split(".")
+    parent: nn.Module = model
+    for depth, part in enumerate(parts):
+        if isinstance(parent, nn.Sequential):
+            for sibling_name, sibling in parent.named_children():
+                if sibling_name == part:
+                    break
+                last = _layout_after(sibling, last)
+        parent = modules[".".join(parts[: depth + 1])]
+    return -1 if _layout_after(module, last) else 1
+
+
+def _layout_after(module: nn.Module, last: bool) -> bool:
+    """Whether the tensor is channels-last after ``module``, given whether it was before."""
+    dims = getattr(module, "dims", None)
+    if type(module).__name__ == "Permute" and isinstance(dims, (list, tuple)):
+        if list(dims) == [0, 2, 3, 1]:
+            return True
+        if list(dims) == [0, 3, 1, 2]:
+            return False
+    if isinstance(module, nn.Sequential):
+        for child in module.children():
+            last = _layout_after(child, last)
+    return last

@@ -5,15 +5,21 @@ It is read off the support of ``d(unit) / d(input)``, measured on a copy of the
 model made *linear and positive* so that no path is hidden:
 
 * max pooling passes the gradient to one pixel per window, so every max pool
-  becomes an average pool with the same window;
+  runs as an average pool with the same window;
 * a ReLU that is off (or a saturated sigmoid) zeroes the gradient, and signed
-  weights can cancel, so activations become identities and every convolution
+  weights can cancel, so activations run as identities and every convolution
   / linear weight becomes the positive constant ``1 / fan_in`` (bias 0; any other
   learned scale becomes 1);
 * normalisation layers become a division by the (constant) mean activation,
   which keeps values near 1 where gating (``x * sigmoid(...)`` in
   squeeze-excitation blocks) would otherwise square them towards overflow;
-  dropout becomes an identity.
+  dropout runs as an identity.
+
+Pooling, activations and dropout are swapped where they are *called*, by a
+``torch.overrides.TorchFunctionMode`` active during the measuring forward
+pass, so the functions a ``forward`` calls itself (``F.max_pool2d``,
+``torch.relu``, ``x.sigmoid()``) are linearised exactly like the modules
+(``nn.MaxPool2d``, ``nn.ReLU``) that call them.
 
 With positive weights and a positive input every path adds, so the support is
 the union of the fields of all paths: a residual block gets the field of its
@@ -23,33 +29,19 @@ longest branch. The model you pass is never modified.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from netlens._checks import model_device
 from netlens.extract import FeatureExtractor
 from netlens.layers import LayerLike, resolve_layer
 
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Softplus,
-)
 _NORMS = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -59,7 +51,164 @@ _NORMS = (
     nn.InstanceNorm2d,
     nn.LocalResponseNorm,
 )
-_DROPOUT = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
+
+
+def _functions(*names: str) -> set[Callable[..., Any]]:
+    """The functions of these names in ``F``, ``torch`` and ``torch.Tensor``."""
+    found = set()
+    for name in names:
+        for namespace in (F, torch, torch.Tensor, torch._C._nn):
+            function = getattr(namespace, name, None)
+            if callable(function):
+                found.add(function)
+    return found
+
+
+# Activations (and their inplace forms) and dropout: identities on the copy.
+_AS_IDENTITY = _functions(
+    *(
+        f"{name}{suffix}"
+        for name in (
+            "relu",
+            "relu6",
+            "leaky_relu",
+            "prelu",
+            "rrelu",
+            "elu",
+            "selu",
+            "celu",
+            "gelu",
+            "silu",
+            "mish",
+            "hardswish",
+            "hardsigmoid",
+            "hardtanh",
+            "threshold",
+            "sigmoid",
+            "tanh",
+            "softplus",
+            "softsign",
+            "dropout",
+            "dropout1d",
+            "dropout2d",
+            "dropout3d",
+            "alpha_dropout",
+            "feature_alpha_dropout",
+            "feature_dropout",
+        )
+        for suffix in ("", "_")
+    ),
+    "_threshold",
+)
+
+_AVERAGE_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_MAX_POOLS_WITH_INDICES = {
+    1: F.max_pool1d_with_indices,
+    2: F.max_pool2d_with_indices,
+    3: F.max_pool3d_with_indices,
+}
+_ADAPTIVE_AVERAGE_POOLS = {
+    1: F.adaptive_avg_pool1d,
+    2: F.adaptive_avg_pool2d,
+    3: F.adaptive_avg_pool3d,
+}
+_ADAPTIVE_MAX_POOLS_WITH_INDICES = {
+    1: F.adaptive_max_pool1d_with_indices,
+    2: F.adaptive_max_pool2d_with_indices,
+    3: F.adaptive_max_pool3d_with_indices,
+}
+
+
+def _max_pool_as_average(dims: int, indices: bool | None) -> Callable[..., Any]:
+    """A max pool of ``dims`` dims that averages over each window instead.
+
+    ``indices``: whether the function returns the argmax indices too (``None``:
+    when called with ``return_indices=True``). They are the real max pool's,
+    for a later ``max_unpool``; the gradient does not flow through them.
+    """
+
+    def pool(
+        input: Tensor,  # noqa: A002 - the name torch passes it under
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        ceil_mode: bool = False,
+        return_indices: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        if any(d != 1 for d in torch.nn.modules.utils._ntuple(dims)(dilation)):
+            raise ValueError(
+                f"a max pool with dilation {dilation} has no average-pool counterpart, so "
+                "its receptive field cannot be measured"
+            )
+        stride = kernel_size if stride is None or stride == [] else stride
+        average = _AVERAGE_POOLS[dims](
+            input, kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=False
+        )
+        if indices or (indices is None and return_indices):
+            real = _MAX_POOLS_WITH_INDICES[dims](
+                input.detach(), kernel_size, stride, padding, dilation, ceil_mode
+            )
+            return average, real[1]
+        return average
+
+    return pool
+
+
+def _adaptive_max_pool_as_average(dims: int, indices: bool | None) -> Callable[..., Any]:
+    """An adaptive max pool that averages over each window instead (see above)."""
+
+    def pool(
+        input: Tensor,  # noqa: A002 - the name torch passes it under
+        output_size: Any,
+        return_indices: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        average = _ADAPTIVE_AVERAGE_POOLS[dims](input, output_size)
+        if indices or (indices is None and return_indices):
+            real = _ADAPTIVE_MAX_POOLS_WITH_INDICES[dims](input.detach(), output_size)
+            return average, real[1]
+        return average
+
+    return pool
+
+
+def _pool_replacements() -> dict[Callable[..., Any], Callable[..., Any]]:
+    table: dict[Callable[..., Any], Callable[..., Any]] = {}
+    for dims in (1, 2, 3):
+        # F.max_pool2d decides by return_indices; the *_with_indices forms
+        # (and torch.adaptive_max_pool1d) always return both.
+        for function in _functions(f"max_pool{dims}d"):
+            table[function] = _max_pool_as_average(dims, None)
+        for function in _functions(f"max_pool{dims}d_with_indices"):
+            table[function] = _max_pool_as_average(dims, True)
+        for function in _functions(f"adaptive_max_pool{dims}d"):
+            with_indices = function is not getattr(F, f"adaptive_max_pool{dims}d")
+            table[function] = _adaptive_max_pool_as_average(dims, True if with_indices else None)
+        for function in _functions(f"adaptive_max_pool{dims}d_with_indices"):
+            table[function] = _adaptive_max_pool_as_average(dims, True)
+    return table
+
+
+_POOLS = _pool_replacements()
+
+
+class _LinearisedFunctions(TorchFunctionMode):
+    """Activations and dropout as identities, max pools as average pools, where called."""
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: object,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _AS_IDENTITY:
+            return args[0] if args else kwargs.get("input", kwargs.get("self"))
+        replacement = _POOLS.get(func)
+        if replacement is not None:
+            return replacement(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 class _Rescale(nn.Module):
@@ -166,10 +315,13 @@ def receptive_field(
 
     Notes
     -----
-    Pooling and activations that the model applies as functions in its
-    ``forward`` (``F.max_pool2d``) rather than as modules cannot be swapped;
-    the copy's positive activations make functional ReLUs harmless, but a
-    functional max pool still routes the gradient to one pixel per window.
+    Max pooling, activations and dropout are linearised where they are called,
+    so the functions a ``forward`` calls itself (``F.max_pool2d``,
+    ``torch.relu``) count exactly like modules. Other operations that pass the
+    gradient to a few of their inputs (``torch.amax``, ``torch.topk``, indexing
+    with an ``argmax``) are left as they are. Gradients are enabled for the
+    measurement, also inside a caller's ``torch.no_grad()`` or
+    ``torch.inference_mode()``, and the caller's grad mode is restored after.
 
     Examples
     --------
@@ -184,21 +336,25 @@ def receptive_field(
     """
     name, _ = resolve_layer(model, layer)
     shape = _input_shape(model, input_size)
-    probe = _linearised_copy(model)
-    x = torch.ones(1, *shape, dtype=torch.float64, device=model_device(model), requires_grad=True)
-    out = FeatureExtractor(probe, name, detach=False, stop_early=True)(x)[name]
-    if out.dim() != 4:
-        raise ValueError(
-            f"layer '{name}' outputs shape {tuple(out.shape)}; a receptive field needs a "
-            "spatial output (N, C, H, W), so pick a convolutional or pooling layer"
-        )
-    height, width = out.shape[2:]
-    row, col = (height // 2, width // 2) if unit is None else unit
-    if not (0 <= row < height and 0 <= col < width):
-        raise IndexError(
-            f"unit {(row, col)} is outside the {height}x{width} output of layer '{name}'"
-        )
-    (grad,) = torch.autograd.grad(out[0, :, row, col].sum(), x)
+    # Under a caller's no_grad() or inference_mode() nothing would be recorded.
+    with torch.inference_mode(False), torch.enable_grad():
+        probe = _linearised_copy(model)
+        x = torch.ones(1, *shape, dtype=torch.float64, device=model_device(model))
+        x.requires_grad_(True)
+        with _LinearisedFunctions():
+            out = FeatureExtractor(probe, name, detach=False, stop_early=True)(x)[name]
+        if out.dim() != 4:
+            raise ValueError(
+                f"layer '{name}' outputs shape {tuple(out.shape)}; a receptive field needs a "
+                "spatial output (N, C, H, W), so pick a convolutional or pooling layer"
+            )
+        height, width = out.shape[2:]
+        row, col = (height // 2, width // 2) if unit is None else unit
+        if not (0 <= row < height and 0 <= col < width):
+            raise IndexError(
+                f"unit {(row, col)} is outside the {height}x{width} output of layer '{name}'"
+            )
+        (grad,) = torch.autograd.grad(out[0, :, row, col].sum(), x)
     support = grad[0].abs().sum(0) > 0
     rows = torch.nonzero(support.any(1)).flatten()
     cols = torch.nonzero(support.any(0)).flatten()
@@ -248,9 +404,8 @@ def _linearised_copy(model: nn.Module) -> nn.Module:
     probe = copy.deepcopy(model, memo).double().eval()
     for parent in list(probe.modules()):
         for child_name, child in list(parent.named_children()):
-            replacement = _replacement(child)
-            if replacement is not None:
-                setattr(parent, child_name, replacement)
+            if isinstance(child, _NORMS):
+                setattr(parent, child_name, _Rescale())
     for module in probe.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             with torch.no_grad():
@@ -258,23 +413,3 @@ def _linearised_copy(model: nn.Module) -> nn.Module:
                 if module.bias is not None:
                     module.bias.zero_()
     return probe
-
-
-def _replacement(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, (*_ACTIVATIONS, *_DROPOUT)):
-        return nn.Identity()
-    if isinstance(module, _NORMS):
-        return _Rescale()
-    if isinstance(module, nn.MaxPool2d):
-        if module.dilation not in (1, (1, 1)):
-            raise ValueError("a dilated MaxPool2d has no average-pool counterpart")
-        return nn.AvgPool2d(
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            ceil_mode=module.ceil_mode,
-            count_include_pad=False,
-        )
-    if isinstance(module, nn.AdaptiveMaxPool2d):
-        return nn.AdaptiveAvgPool2d(module.output_size)
-    return None

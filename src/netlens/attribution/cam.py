@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netlens.attribution.base import LayerAttribution, Target, resolve_targets, spatial
+from netlens.attribution.base import LayerAttribution, Targets
 from netlens.errors import CAMNotApplicableError
-from netlens.hooks import HookSession, Tap, run_forward
-from netlens.layers import LayerLike, LayerNotFoundError, find_classifier, resolve_layer
+from netlens.hooks import HookSession, OutputFn, Tap, run_forward
+from netlens.layers import LayerLike, resolve_layer
+
+__all__ = ["CAM"]
 
 
 class CAM(LayerAttribution):
@@ -59,9 +61,15 @@ class CAM(LayerAttribution):
     needs_gradients = False
 
     def __init__(
-        self, model: nn.Module, layer: LayerLike | None = None, fc: LayerLike | None = None
+        self,
+        model: nn.Module,
+        layer: LayerLike | None = None,
+        fc: LayerLike | None = None,
+        *,
+        output: OutputFn | None = None,
+        channels_last: bool | None = None,
     ) -> None:
-        super().__init__(model, layer)
+        super().__init__(model, layer, output=output, channels_last=channels_last)
         self._fc = _linear(model, fc) if fc is not None else None
 
     @property
@@ -71,32 +79,45 @@ class CAM(LayerAttribution):
 
     def _resolve_fc(self, x: Tensor) -> tuple[str, nn.Linear]:
         if self._fc is None:
-            try:
-                name = find_classifier(self.model, x)
-            except LayerNotFoundError as error:
-                raise CAMNotApplicableError(f"CAM needs a linear classifier: {error}") from None
+            name = self.defaults(x).classifier
+            if name is None:
+                raise CAMNotApplicableError(
+                    f"CAM needs a linear classifier, but {type(self.model).__name__}'s "
+                    "output is not the output of an nn.Linear layer; pass fc=... or use GradCAM."
+                )
             self._fc = _linear(self.model, name)
         return self._fc  # type: ignore[return-value]
 
-    def _attribute(self, x: Tensor, target: Target) -> Tensor:
+    def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
         name, module = self._resolve(x)
         fc_name, fc = self._resolve_fc(x)
         taps = [Tap(name, module, "copy"), Tap(fc_name, fc, "copy", where="input")]
         with torch.no_grad():
-            logits, found = run_forward(self.model, x, HookSession(self.model, taps))
+            logits, found = run_forward(
+                self.model, x, HookSession(self.model, taps), output=self.output
+            )
             assert logits is not None
-            activation = spatial(name, found[name], "CAM")
+            activation = self.as_nchw(name, found[name])
             if activation.shape[1] != fc.in_features:
                 raise CAMNotApplicableError(
                     f"layer '{name}' has {activation.shape[1]} channels but the classifier "
                     f"'{fc_name}' takes {fc.in_features} inputs, so the logits are not a "
                     "linear map of this layer's average; use GradCAM for this model."
                 )
-            activation = _as_pooled(activation, found[fc_name], name, fc_name)
-            targets = resolve_targets(target, logits)
-            weights = fc.weight[targets].to(activation.dtype)
-            maps = torch.einsum("nk,nkhw->nhw", weights, activation)
-            _check_identity(maps, fc, targets, logits, name)
+            # The premise is checked at the precision the model computed in
+            # (bfloat16 under autocast, say); the map itself in float32 at least.
+            precision = torch.finfo(_lowest(activation.dtype, logits.dtype)).eps
+            compute = torch.promote_types(activation.dtype, torch.float32)
+            finite = _finite_samples(activation, logits)
+            activation = _as_pooled(
+                activation.to(compute), found[fc_name].to(compute), finite, precision, name, fc_name
+            )
+            classes = targets.resolve(logits)
+            weights = fc.weight.detach().to(compute)[classes]  # (N, K, C)
+            maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
+            _check_identity(
+                activation, weights, fc, classes, logits.to(compute), finite, precision, name
+            )
         return maps
 
 
@@ -109,23 +130,39 @@ def _linear(model: nn.Module, fc: LayerLike) -> tuple[str, nn.Linear]:
     return name, module
 
 
-def _close(a: Tensor, b: Tensor) -> bool:
-    """Equal up to rounding: the premise holds, allowing for the dtype's precision."""
-    scale = max(float(b.abs().max()) if b.numel() else 0.0, 1.0)
-    # float32 / float64 sums agree to ~1e-4 of the logit scale; bfloat16 / float16
-    # keep 8-11 significant bits, and summing thousands of channels adds to that.
-    tolerance = max(1e-4, 16 * torch.finfo(b.dtype).eps)
-    return bool(torch.allclose(a, b, rtol=max(1e-3, tolerance), atol=tolerance * scale))
+def _lowest(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype with the fewest significant bits."""
+    return max(dtypes, key=lambda d: torch.finfo(d).eps)
 
 
-def _as_pooled(activation: Tensor, pooled: Tensor, name: str, fc_name: str) -> Tensor:
+def _finite_samples(activation: Tensor, logits: Tensor) -> Tensor:
+    """Samples whose feature map and logits are finite: the others' maps stay NaN / inf."""
+    finite = torch.isfinite(activation.flatten(1)).all(1) & torch.isfinite(logits).all(1)
+    if not bool(finite.any()):
+        raise ValueError(
+            "every sample's feature map or logits are NaN or infinite, so whether the "
+            "logits are a linear map of the layer cannot be checked; look at the input "
+            "(a NaN pixel spreads through every convolution)."
+        )
+    return finite
+
+
+def _as_pooled(
+    activation: Tensor, pooled: Tensor, finite: Tensor, eps: float, name: str, fc_name: str
+) -> Tensor:
     """The feature map whose global average is the classifier's input."""
-    pooled = pooled.flatten(1)
-    if _close(activation.mean(dim=(2, 3)), pooled):
-        return activation
-    rectified = F.relu(activation)
-    if _close(rectified.mean(dim=(2, 3)), pooled):
-        return rectified
+    pooled = pooled.flatten(1)[finite]
+    for candidate in (activation, F.relu(activation)):
+        mean = candidate[finite].mean(dim=(2, 3))
+        # Both sides come from the same feature map and differ by the rounding of
+        # one average at the model's precision: measured at most eps / 2 of each
+        # value in bfloat16 and float16 (ResNet, DenseNet, MobileNet, EfficientNet,
+        # RegNet), so one eps is allowed; float32 summation order, 1e-5.
+        rel = eps if eps > 1e-4 else 1e-5
+        scale = pooled.abs().amax(1, keepdim=True)
+        tolerance = rel * pooled.abs() + 0.01 * rel * scale
+        if bool(((mean - pooled).abs() <= tolerance).all()):
+            return candidate
     raise CAMNotApplicableError(
         f"the input of '{fc_name}' is not the global average of layer '{name}' (another "
         "layer or nonlinearity sits between them), so CAM is not defined here; use GradCAM."
@@ -133,12 +170,32 @@ def _as_pooled(activation: Tensor, pooled: Tensor, name: str, fc_name: str) -> T
 
 
 def _check_identity(
-    maps: Tensor, fc: nn.Linear, targets: Tensor, logits: Tensor, name: str
+    activation: Tensor,
+    weights: Tensor,
+    fc: nn.Linear,
+    classes: Tensor,
+    logits: Tensor,
+    finite: Tensor,
+    eps: float,
+    name: str,
 ) -> None:
-    bias = fc.bias[targets] if fc.bias is not None else torch.zeros_like(targets, dtype=maps.dtype)
-    predicted = maps.mean(dim=(1, 2)) + bias
-    observed = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
-    if not _close(predicted, observed):
+    """The spatial mean of each map plus the bias must be the logit it explains."""
+    pooled = activation.mean(dim=(2, 3))  # (N, C)
+    terms = weights * pooled.unsqueeze(1)  # (N, K, C)
+    bias = (
+        fc.bias.detach().to(terms.dtype)[classes]
+        if fc.bias is not None
+        else torch.zeros_like(classes, dtype=terms.dtype)
+    )
+    predicted = terms.sum(2) + bias
+    observed = logits.gather(1, classes)
+    # A dot product at precision eps is off by a few eps of the sum of its
+    # terms' magnitudes (measured: at most 0.5 eps in bfloat16 / float16, 2 eps
+    # in float32, over seven torchvision families); the logit is rounded once more.
+    rel = 4 * eps if eps > 1e-4 else 16 * eps
+    tolerance = rel * (terms.abs().sum(2) + bias.abs()) + eps * observed.abs()
+    good = ((predicted - observed).abs() <= tolerance)[finite]
+    if not bool(good.all()):
         raise CAMNotApplicableError(
             f"the spatial mean of the CAM of layer '{name}' plus the bias does not "
             "reproduce the model's logits (something follows the classifier); use GradCAM."

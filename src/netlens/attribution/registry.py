@@ -1,18 +1,29 @@
 """METHODS: every attribution method by its command-line name.
 
 The command line, the tour, the docs' method table and the tests read this one
-dict, so a new method is one file plus one :func:`register` line.
+dict, so a new method is one file plus one line: a line in :data:`BUILTIN` for
+a method that ships with netlens, or :func:`register` for one of your own.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TypeVar
 
 from netlens.attribution.base import Attribution
 
-__all__ = ["METHODS", "register"]
+__all__ = ["BUILTIN", "METHODS", "register"]
 
+#: netlens' own methods: command-line name -> ``"module:Class"``.
+BUILTIN = {
+    "cam": "netlens.attribution.cam:CAM",
+    "gradcam": "netlens.attribution.gradcam:GradCAM",
+    "layercam": "netlens.attribution.layercam:LayerCAM",
+    "saliency": "netlens.attribution.saliency:Saliency",
+}
+
+#: Every registered method: command-line name -> class.
 METHODS: dict[str, type[Attribution]] = {}
 
 A = TypeVar("A", bound=type[Attribution])
@@ -39,3 +50,10 @@ def register(name: str) -> Callable[[A], A]:
         return cls
 
     return add
+
+
+def load_builtins() -> None:
+    """Import and register every method of :data:`BUILTIN`."""
+    for name, where in BUILTIN.items():
+        module, cls = where.split(":")
+        register(name)(getattr(importlib.import_module(module), cls))

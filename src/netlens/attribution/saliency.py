@@ -7,13 +7,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from netlens.attribution.base import (
-    Attribution,
-    Target,
-    channels_last_helps,
-    resolve_targets,
-)
-from netlens.hooks import input_gradients_only
+from netlens.attribution.base import Attribution, Targets, channels_last_helps
+from netlens.hooks import OutputFn, input_gradients_only
+
+__all__ = ["ChannelReduce", "Saliency"]
 
 ChannelReduce = Literal["max", "mean", "sum"]
 
@@ -60,24 +57,38 @@ class Saliency(Attribution):
     """
 
     def __init__(
-        self, model: nn.Module, *, abs: bool = True, channel_reduce: ChannelReduce = "max"
+        self,
+        model: nn.Module,
+        *,
+        abs: bool = True,
+        channel_reduce: ChannelReduce = "max",
+        output: OutputFn | None = None,
     ) -> None:
         if channel_reduce not in ("max", "mean", "sum"):
             raise ValueError(
                 f"channel_reduce must be 'max', 'mean' or 'sum', not {channel_reduce!r}"
             )
-        super().__init__(model)
+        if not isinstance(abs, bool):
+            raise TypeError(f"abs must be True or False, not {abs!r}")
+        super().__init__(model, output=output)
         self.abs = abs
         self.channel_reduce = channel_reduce
 
-    def _attribute(self, x: Tensor, target: Target) -> Tensor:
+    def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
+        gradients = self.input_gradients(x, targets)
+        return torch.stack([self.reduce(g) for g in gradients], 1)
+
+    def input_gradients(self, x: Tensor, targets: Targets) -> list[Tensor]:
+        """Gradients of each requested logit with respect to the input, ``K`` x ``(N, C, H, W)``."""
         inputs = x.detach().clone().requires_grad_(True)
         layout = torch.channels_last if channels_last_helps(self.model, x) else None
         with torch.enable_grad(), input_gradients_only(self.model, backward_layout=layout):
-            logits = self.model(inputs)
-        targets = resolve_targets(target, logits)
-        score = logits.gather(1, targets.unsqueeze(1)).sum()
-        (gradient,) = torch.autograd.grad(score, inputs)
+            logits = self.logits(self.model(inputs))
+        classes = targets.resolve(logits)
+        return list(self.class_gradients(x, logits, classes, inputs, "the input"))
+
+    def reduce(self, gradient: Tensor) -> Tensor:
+        """One map ``(N, H, W)`` from an input-shaped ``(N, C, H, W)`` tensor."""
         if self.abs:
             gradient = gradient.abs()
         if self.channel_reduce == "max":

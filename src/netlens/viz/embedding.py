@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from torch import Tensor
+from matplotlib.figure import FigureBase
 
-ArrayLike = np.ndarray | Tensor | Sequence[float]
+from netlens.viz._common import (
+    ArrayLike,
+    as_numpy,
+    class_labels,
+    class_name,
+    hide_ticks,
+    new_axes,
+    new_figure,
+)
+from netlens.viz.image import normalize, to_image
+
+__all__ = ["RIGHT_COLOUR", "WRONG_COLOUR", "compare_tsne", "neighbour_grid", "tsne_scatter"]
 
 #: Frame / title colour of a neighbour whose class differs from the query's.
 WRONG_COLOUR = "#d62728"
@@ -22,29 +32,15 @@ WRONG_COLOUR = "#d62728"
 RIGHT_COLOUR = "#2ca02c"
 
 
-def _numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _class_name(label: int, class_names: Sequence[str] | None) -> str:
-    if class_names is None:
-        return str(label)
-    if not 0 <= label < len(class_names):
-        raise ValueError(f"label {label} has no entry in the {len(class_names)} class_names")
-    return str(class_names[label])
-
-
 def tsne_scatter(
     points: ArrayLike,
     labels: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
-    ax: Axes | None = None,
     *,
     title: str | None = None,
     legend: bool = True,
     point_size: float = 12.0,
+    ax: Axes | None = None,
 ) -> Axes:
     """A 2-D map (t-SNE or any other) with points coloured by class.
 
@@ -53,17 +49,18 @@ def tsne_scatter(
     points
         ``(N, 2)`` coordinates, e.g. from :meth:`EmbeddingProbe.tsne`.
     labels
-        ``(N,)`` integer classes; ``None`` draws every point in one colour.
+        ``(N,)`` integer classes (whole-number floats are accepted); ``None``
+        draws every point in one colour.
     class_names
-        Legend text per class index; default: the index itself.
-    ax
-        Axes to draw into; default: a new figure.
+        Legend text per class index; default ``"class {index}"``.
     title
         Axes title.
     legend
         Draw a legend with one entry per class present.
     point_size
         Marker area in points squared.
+    ax
+        Axes to draw into; default: a new figure.
 
     Returns
     -------
@@ -77,50 +74,37 @@ def tsne_scatter(
     >>> [t.get_text() for t in ax.get_legend().get_texts()]
     ['a', 'b', 'c']
     """
-    pts = _numpy(points)
+    pts = as_numpy(points)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must be (N, 2), got shape {pts.shape}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 5), layout="constrained")
-    if labels is None:
+    lab = None if labels is None else class_labels(labels)
+    if lab is not None and len(lab) != len(pts):
+        raise ValueError(f"got {len(lab)} labels for {len(pts)} points")
+    classes = [] if lab is None else [int(c) for c in np.unique(lab)]
+    names = [class_name(c, class_names) for c in classes]
+    ax = new_axes(ax, (6, 5))
+    if lab is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=point_size, alpha=0.8)
     else:
-        lab = _numpy(labels).astype(int).reshape(-1)
-        if len(lab) != len(pts):
-            raise ValueError(f"got {len(lab)} labels for {len(pts)} points")
-        classes = np.unique(lab)
-        cmap = plt.get_cmap("tab10" if classes.max(initial=0) < 10 else "tab20")
-        for c in classes:
+        cmap = colormaps["tab10" if max(classes, default=0) < 10 else "tab20"]
+        for c, name in zip(classes, names, strict=True):
             mask = lab == c
             ax.scatter(
                 pts[mask, 0],
                 pts[mask, 1],
                 s=point_size,
-                color=cmap(int(c) % cmap.N),
-                label=_class_name(int(c), class_names),
+                color=cmap(c % cmap.N),
+                label=name,
                 alpha=0.8,
             )
         if legend:
             ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    hide_ticks(ax)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     if title is not None:
         ax.set_title(title)
     return ax
-
-
-def _display(image: ArrayLike) -> tuple[np.ndarray, str | None]:
-    """A (C, H, W) or (H, W) image as something imshow shows faithfully, min-max scaled."""
-    img = _numpy(image).astype(np.float32)
-    if img.ndim == 3:
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
-        raise ValueError(f"cannot show an image of shape {_numpy(image).shape}; use (C, H, W)")
-    low, high = float(img.min()), float(img.max())
-    img = (img - low) / (high - low) if high > low else np.zeros_like(img)
-    return img, ("gray" if img.ndim == 2 else None)
 
 
 def _frame(ax: Axes, colour: str, width: float) -> None:
@@ -139,8 +123,8 @@ def neighbour_grid(
     bank_labels: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
     distances: ArrayLike | None = None,
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Each query image followed by its nearest neighbours, one row per query.
 
     With labels, each neighbour is titled with its class and framed green
@@ -149,9 +133,11 @@ def neighbour_grid(
     Parameters
     ----------
     query_images
-        ``(Q, C, H, W)`` images (any range: each is min-max scaled for display).
+        ``(Q, C, H, W)`` images, or ``Q`` of anything :func:`~netlens.viz.to_image`
+        reads; any range: each is min-max scaled for display
+        (``to_image(normalize(image))``).
     bank_images
-        ``(N, C, H, W)`` the images the neighbours index into.
+        ``(N, C, H, W)`` (or ``N`` images) the neighbours index into.
     indices
         ``(Q, k)`` neighbour rows into ``bank_images`` (from :meth:`EmbeddingProbe.knn`).
     query_labels, bank_labels
@@ -165,7 +151,7 @@ def neighbour_grid(
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.FigureBase
         ``Q * (k + 1)`` axes, row by row.
 
     Examples
@@ -177,40 +163,33 @@ def neighbour_grid(
     >>> len(fig.axes)
     6
     """
-    queries, bank, idx = _numpy(query_images), _numpy(bank_images), _numpy(indices)
+    queries, bank, idx = query_images, bank_images, as_numpy(indices)
     if idx.ndim != 2 or len(idx) != len(queries):
         raise ValueError(f"indices must be (Q, k) with Q = {len(queries)}, got shape {idx.shape}")
     if idx.size and (idx.min() < 0 or idx.max() >= len(bank)):
         raise ValueError(f"indices must lie in [0, {len(bank)}) (rows of bank_images)")
-    q_lab = None if query_labels is None else _numpy(query_labels).astype(int).reshape(-1)
-    b_lab = None if bank_labels is None else _numpy(bank_labels).astype(int).reshape(-1)
-    dist = None if distances is None else _numpy(distances)
+    q_lab = None if query_labels is None else class_labels(query_labels)
+    b_lab = None if bank_labels is None else class_labels(bank_labels)
+    dist = None if distances is None else as_numpy(distances)
     rows, k = idx.shape
-    if fig is None:
-        fig = plt.figure(figsize=(1.3 * (k + 1), 1.45 * rows + 0.3), layout="constrained")
-    else:
-        fig.clear()
+    fig = new_figure(fig, (1.3 * (k + 1), 1.45 * rows + 0.3))
     axes = fig.subplots(rows, k + 1, squeeze=False)
     for i in range(rows):
-        img, cmap = _display(queries[i])
         ax = axes[i, 0]
-        ax.imshow(img, cmap=cmap)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.imshow(to_image(normalize(queries[i])))
+        hide_ticks(ax)
         _frame(ax, "black", 2.5)
-        name = "" if q_lab is None else f": {_class_name(int(q_lab[i]), class_names)}"
+        name = "" if q_lab is None else f": {class_name(int(q_lab[i]), class_names)}"
         ax.set_title(f"query{name}", fontsize=8, fontweight="bold")
         for j in range(k):
             n = int(idx[i, j])
-            img, cmap = _display(bank[n])
             ax = axes[i, j + 1]
-            ax.imshow(img, cmap=cmap)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.imshow(to_image(normalize(bank[n])))
+            hide_ticks(ax)
             colour = "black"
             title = f"#{j + 1}"
             if b_lab is not None:
-                title = _class_name(int(b_lab[n]), class_names)
+                title = class_name(int(b_lab[n]), class_names)
                 if q_lab is not None:
                     colour = WRONG_COLOUR if b_lab[n] != q_lab[i] else RIGHT_COLOUR
                     _frame(ax, colour, 2.5 if colour == WRONG_COLOUR else 1.5)
@@ -227,8 +206,8 @@ def compare_tsne(
     titles: Sequence[str] = ("network A", "network B"),
     *,
     class_names: Sequence[str] | None = None,
-    fig: Figure | None = None,
-) -> Figure:
+    fig: FigureBase | None = None,
+) -> FigureBase:
     """Two 2-D maps of the same images side by side, coloured alike, one legend.
 
     Examples
@@ -240,15 +219,12 @@ def compare_tsne(
     """
     if len(titles) != 2:
         raise ValueError(f"give two titles, got {len(titles)}")
-    if len(_numpy(points_a)) != len(_numpy(points_b)):
+    if len(points_a) != len(points_b):
         raise ValueError("both maps must hold the same images (same number of points)")
-    if fig is None:
-        fig = plt.figure(figsize=(11, 4.8), layout="constrained")
-    else:
-        fig.clear()
+    fig = new_figure(fig, (11, 4.8))
     ax_a, ax_b = fig.subplots(1, 2)
-    tsne_scatter(points_a, labels, class_names, ax_a, title=titles[0], legend=False)
-    tsne_scatter(points_b, labels, class_names, ax_b, title=titles[1], legend=False)
+    tsne_scatter(points_a, labels, class_names, title=titles[0], legend=False, ax=ax_a)
+    tsne_scatter(points_b, labels, class_names, title=titles[1], legend=False, ax=ax_b)
     if labels is not None:
         handles, names = ax_a.get_legend_handles_labels()
         fig.legend(handles, names, title="class", loc="outside right center", fontsize=8)

@@ -7,12 +7,14 @@ exit codes and prints the same lines, at a fraction of the start-up cost.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,10 +25,11 @@ import torchvision
 from PIL import Image
 
 import netlens
-from netlens import cli
-from netlens.cli import main
-from netlens.data import WeightsUnavailableError
-from netlens.tour import FIGURES, INDEX
+from netlens.app import cli
+from netlens.app.cli import main
+from netlens.app.tour import FIGURES, INDEX
+from netlens.attribution import METHODS, GradCAM
+from netlens.errors import WeightsUnavailableError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = [
@@ -54,23 +57,39 @@ NUMBER_KEYS = {
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m netlens ARGS`` with this checkout's netlens importable."""
+def cli_command(*args: object) -> tuple[list[str | bytes], dict[str, str]]:
+    """``python -m netlens ARGS`` and an environment with this checkout's netlens importable."""
     package_root = str(Path(netlens.__file__).resolve().parent.parent)
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONWARNINGS="")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "netlens", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    arguments = [a if isinstance(a, bytes) else str(a) for a in args]
+    return [sys.executable, "-m", "netlens", *arguments], env
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m netlens ARGS``; ``bytes`` arguments are passed as they are."""
+    command, env = cli_command(*args)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_cli_measured(*args: object, cwd: Path) -> tuple[int, str, int]:
+    """Run ``python -m netlens ARGS``: its exit status, stderr and peak resident memory (bytes)."""
+    command, env = cli_command(*args)
+    with open(cwd / "stderr.txt", "w+b") as err:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        watchdog = threading.Timer(600, process.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            watchdog.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return process.returncode, err.read().decode(), usage.ru_maxrss * 1024
 
 
 def call(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
+    code = main([os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -263,10 +282,11 @@ def assert_explained(stdout: str, overlay: Path, method: str) -> None:
     assert [rank for rank, _ in ranked] == ["1", "2", "3", "4", "5"]
     probabilities = [float(p) for _, p in ranked]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
-    assert stdout.strip().splitlines()[-1].startswith(f"wrote {overlay.name}")
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {overlay.name}: {METHODS[method].title} of "), last
 
 
-@pytest.mark.parametrize("method", ["cam", "gradcam", "saliency"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_explain_writes_an_overlay_and_prints_the_top5(
     capsys, monkeypatch, tmp_path, picture, resnet_weights, method
 ):
@@ -309,6 +329,150 @@ def test_explain_takes_a_layer_a_target_and_an_output_path(
     assert code == 0, err
     assert_png(out)
     assert "Grad-CAM of class 7" in stdout
+
+
+class DoubledGradCAM(GradCAM):
+    """A method that only the registry knows about."""
+
+    title = "Doubled Grad-CAM"
+
+    def __call__(self, x, target=None, **kwargs):
+        return 2 * super().__call__(x, target, **kwargs)
+
+
+def test_a_registered_method_is_offered_and_run_with_no_change_to_the_command(
+    capsys, monkeypatch, tmp_path, picture, resnet_weights
+):
+    monkeypatch.setitem(METHODS, "doubled", DoubledGradCAM)
+    explain = cli.build_parser()._subparsers._group_actions[0].choices["explain"]
+    # Without whitespace: argparse may wrap the help at the hyphen of "Grad-CAM".
+    assert "doubled(DoubledGrad-CAM)" in "".join(explain.format_help().split())
+    out = tmp_path / "doubled.png"
+    args = ["--weights", resnet_weights, "--method", "doubled", "--layer", "layer3", "--out", out]
+    code, stdout, err = call(capsys, "explain", picture, "--arch", "resnet18", *args)
+    assert code == 0, err
+    assert_png(out)
+    assert "Doubled Grad-CAM of" in stdout
+
+
+# the files explain reads and writes ------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the peak memory of a Linux process")
+def test_explain_refuses_an_elongated_image_before_allocating_for_it(tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (20000, 3)).save(strip)
+    assert strip.stat().st_size < 1000
+    # Resizing the short side to 256 would take over 5 GB. Starting the command (importing
+    # torch) takes about 1 GB by itself, so that is measured too and the rest bounded.
+    _, _, start = run_cli_measured("--version", cwd=tmp_path)
+    code, err, peak = run_cli_measured("explain", strip, "--arch", "resnet18", cwd=tmp_path)
+    assert code == 1, err
+    assert_one_error_line(err, "strip.png is 20000x3 pixels", "less elongated")
+    assert peak - start < 2**29, f"{(peak - start) / 2**20:.0f} MiB more than starting up"
+
+
+def test_explain_refuses_a_decompression_bomb_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (40, 30)).save(bomb)  # 1,200 pixels: Pillow itself only warns
+    code, stdout, err = call(capsys, "explain", bomb, "--arch", "resnet18")
+    assert code == 1 and stdout == ""
+    assert_one_error_line(err, "bomb.png", "more than 1,000 pixels", "decompression bomb")
+
+
+def test_explain_prints_a_file_name_that_is_not_utf8_and_succeeds(
+    tmp_path, picture, resnet_weights
+):
+    image = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    shutil.copy(picture, image)
+    result = run_cli(
+        "explain", image, "--arch", "resnet18", "--weights", resnet_weights, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(os.fsencode(tmp_path) + b"/caf\xe9_gradcam.png")
+    assert "caf\\xe9.png" in result.stdout.splitlines()[0]
+    assert result.stdout.strip().splitlines()[-1].startswith("wrote caf\\xe9_gradcam.png: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [(os.fsdecode(b"caf\xe9.png"), "caf\\xe9"), ("café.png", "caf\\xe9")],
+    ids=["not-utf8", "not-ascii"],
+)
+def test_explain_prints_any_file_name_on_an_ascii_terminal(
+    monkeypatch, tmp_path, picture, resnet_weights, name, printed
+):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(picture, name)
+    terminal = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", terminal)
+    code = main(["explain", name, "--arch", "resnet18", "--weights", str(resnet_weights)])
+    terminal.seek(0)
+    lines = terminal.read().strip().splitlines()
+    assert code == 0
+    assert os.path.exists(name.replace(".png", "_gradcam.png"))
+    assert lines[-1].startswith(f"wrote {printed}_gradcam.png: Grad-CAM of "), lines[-1]
+
+
+def test_explain_out_without_an_extension_writes_that_file_as_png(
+    capsys, tmp_path, picture, resnet_weights
+):
+    out = tmp_path / "noext"
+    code, stdout, err = call(
+        capsys, "explain", picture, "--arch", "resnet18", "--weights", resnet_weights, "--out", out
+    )
+    assert code == 0, err
+    assert_png(out)
+    assert not (tmp_path / "noext.png").exists()
+    assert stdout.strip().splitlines()[-1].startswith(f"wrote {out}: ")
+
+
+@pytest.mark.parametrize("out", ["x.xyz", "folder"])
+def test_explain_refuses_an_output_it_cannot_write_before_loading_the_model(
+    capsys, monkeypatch, tmp_path, picture, out
+):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "load_torchvision_classifier", never)
+    monkeypatch.setattr(cli, "read_image", never)
+    (tmp_path / "folder").mkdir()
+    code, _, err = call(capsys, "explain", picture, "--arch", "resnet18", "--out", tmp_path / out)
+    assert code == 1
+    assert_one_error_line(err, f"cannot write {tmp_path / out}")
+    if out == "x.xyz":
+        assert ".xyz is not a picture format" in err and ".png" in err and ".pdf" in err
+
+
+def test_weights_default_means_torchvision_even_beside_a_default_folder(
+    capsys, monkeypatch, tmp_path, picture
+):
+    asked = []
+
+    def offline(arch, weights="DEFAULT"):
+        asked.append(weights)
+        raise WeightsUnavailableError("no network here")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DEFAULT").mkdir()
+    monkeypatch.setattr(cli, "load_torchvision_classifier", offline)
+    for weights in ([], ["--weights", "DEFAULT"]):
+        code, _, err = call(capsys, "explain", picture, "--arch", "resnet18", *weights)
+        assert code == 1
+        assert_one_error_line(err, "no network here")
+    assert asked == ["DEFAULT", "DEFAULT"]
+
+
+def test_weights_dot_slash_default_is_the_file_of_that_name(
+    capsys, monkeypatch, tmp_path, picture, resnet_weights
+):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(resnet_weights, tmp_path / "DEFAULT")
+    args = ["--arch", "resnet18", "--weights", "./DEFAULT"]
+    code, stdout, err = call(capsys, "explain", picture, *args)
+    assert code == 0, err
+    assert "resnet18 (DEFAULT)" in stdout
 
 
 def write_bad_input(kind: str, folder: Path, picture: Path) -> list[object]:
@@ -401,13 +565,20 @@ def test_explain_refuses_a_pickle_that_would_run_code(tmp_path, picture):
     assert marker.exists()
 
 
-def test_explain_refuses_a_plain_pickle_that_would_run_code(capsys, tmp_path, picture):
+@pytest.mark.parametrize("save", ["pickle.dumps", "torch.save legacy"])
+def test_explain_refuses_a_plain_or_legacy_pickle_that_would_run_code(
+    capsys, tmp_path, picture, save
+):
     marker = tmp_path / "marker"
     weights = tmp_path / "hostile.pkl"
-    weights.write_bytes(pickle.dumps({"conv1.weight": MarkerPayload(marker)}))
+    payload = {"conv1.weight": MarkerPayload(marker)}
+    if save == "pickle.dumps":
+        weights.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, weights, _use_new_zipfile_serialization=False, pickle_protocol=4)
     code, _, err = call(capsys, "explain", picture, "--arch", "resnet18", "--weights", weights)
     assert code == 1
-    assert_one_error_line(err, "hostile.pkl", "not a PyTorch weights file")
+    assert_one_error_line(err, "hostile.pkl", "asks to import io.open", "refused")
     assert not marker.exists(), "netlens ran code from a weights file"
 
 
@@ -425,7 +596,7 @@ def test_explain_without_downloadable_weights_is_one_clear_line(capsys, monkeypa
 
 
 def test_debug_shows_the_traceback_instead(capsys, tmp_path):
-    from netlens._io import ImageFileError
+    from netlens.errors import ImageFileError
 
     with pytest.raises(ImageFileError):
         main(["explain", str(tmp_path / "x.png"), "--arch", "resnet18", "--debug"])
@@ -440,8 +611,13 @@ def test_debug_shows_the_traceback_instead(capsys, tmp_path):
         ([], ["required: COMMAND"]),
         (["explain", "x.png"], ["--arch"]),
         (["explain", "x.png", "--arch", "resnet18", "--method", "lime"], ["invalid choice"]),
-        (["explain", "x.png", "--arch", "a", "--method", "saliency", "--layer", "l"], ["--layer"]),
+        *(
+            (["explain", "x.png", "--arch", "a", "--method", name, "--layer", "l"], ["--layer"])
+            for name, cls in METHODS.items()
+            if not cls.needs_layer
+        ),
         (["layers", "--arch", "resnet18", "--input-size", "0"], ["positive integer"]),
+        (["layers", "--arch", "resnet18", "--input-size", "12000"], ["12000", "2048"]),
         (["tour", "--device", "tpu"], ["invalid choice"]),
     ],
 )
@@ -482,9 +658,10 @@ def test_layers_lists_names_types_and_output_shapes():
     assert rows["layer4"] == ("Sequential", "(1, 512, 7, 7)")
     assert rows["layer4.1.conv2"] == ("Conv2d", "(1, 512, 7, 7)")
     assert rows["fc"] == ("Linear", "(1, 1000)")
-    assert "layer1.0.relu" not in rows, "a module run twice cannot be used by name"
-    assert "more than once" in result.stdout and "layer1.0.relu" in result.stdout
-    assert "layer4 " in result.stdout.split("default of CAM")[0].splitlines()[-1]
+    assert rows["layer1.0.relu:0"] == rows["layer1.0.relu:1"] == ("ReLU", "(1, 64, 56, 56)")
+    assert "layer1.0.relu" not in rows, "a module run twice is addressed one call at a time"
+    assert "one call at a time as name:k" in result.stdout
+    assert "layer4 " in result.stdout.split("default --layer")[0].splitlines()[-1]
 
 
 def test_layers_follows_the_input_size(capsys):
@@ -497,3 +674,46 @@ def test_layers_of_an_unknown_architecture_is_one_clear_line(capsys):
     code, _, err = call(capsys, "layers", "--arch", "resnet_18")
     assert code == 1
     assert_one_error_line(err, "resnet_18", "did you mean")
+
+
+class LeNet(torch.nn.Module):
+    """LeNet-5 with one pooling module that runs after both convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 6, 5)
+        self.conv2 = torch.nn.Conv2d(6, 16, 5)
+        self.pool = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+def test_layers_lists_each_call_of_a_module_run_twice():
+    lines = cli.describe_layers(LeNet(), torch.zeros(1, 1, 28, 28), name="LeNet")
+    rows = table("\n".join(lines))
+    assert list(rows) == ["conv1", "conv2", "pool:0", "pool:1", "fc"]
+    assert rows["pool:0"] == ("MaxPool2d", "(1, 6, 12, 12)")
+    assert rows["pool:1"] == ("MaxPool2d", "(1, 16, 4, 4)")
+    assert "5 layers of LeNet for a (1, 1, 28, 28) input." in lines
+    assert any("one call at a time as name:k" in line and "pool" in line for line in lines)
+
+
+def test_layers_too_small_an_input_asks_for_a_larger_one(capsys):
+    code, _, err = call(capsys, "layers", "--arch", "squeezenet1_1", "--input-size", 8)
+    assert code == 1
+    assert_one_error_line(err, "8x8", "try a larger --input-size", "224")
+
+
+def test_layers_out_of_memory_asks_for_a_smaller_input(capsys, monkeypatch):
+    def no_memory(model, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+
+    monkeypatch.setattr(cli, "trace_calls", no_memory)
+    code, _, err = call(capsys, "layers", "--arch", "resnet18", "--input-size", 2048)
+    assert code == 1
+    assert_one_error_line(err, "not enough memory", "try a smaller --input-size")
+    assert "larger" not in err

@@ -73,3 +73,13 @@ def test_sky_of_astronaut_photo_gives_sorted_ious():
 def test_bad_input_is_explained(features, mask, match):
     with pytest.raises(ValueError, match=match):
         units_for_region(features, mask)
+
+
+def test_region_units_are_served_by_the_package_and_the_top_level():
+    import netlens
+    import netlens.dissect
+    import netlens.dissect.region
+
+    assert netlens.dissect.units_for_region is netlens.dissect.region.units_for_region
+    assert netlens.units_for_region is netlens.dissect.region.units_for_region
+    assert netlens.RegionUnits is netlens.dissect.RegionUnits

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,14 +13,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from netlens._io import (
-    ImageFileError,
-    StateDictError,
+from netlens.app import files
+from netlens.app.files import (
     apply_state_dict,
     load_state_dict,
     prepare_image,
     read_image,
+    shown,
 )
+from netlens.errors import ImageFileError, StateDictError
 
 
 class MarkerPayload:
@@ -56,6 +59,73 @@ def test_prepare_image_resizes_the_short_side_and_crops_the_centre():
 
 
 @pytest.mark.parametrize(
+    ("size", "words"),
+    [
+        ((20000, 3), "20000x3 pixels: one side is 6667 times the other, more than 100"),
+        ((3, 20000), "3x20000 pixels: one side is 6667 times the other, more than 100"),
+        ((101, 1), "101x1 pixels: one side is 101 times the other"),
+    ],
+)
+def test_prepare_image_refuses_an_elongated_image_before_resizing(monkeypatch, size, words):
+    import torchvision.transforms.functional as TF  # noqa: N812
+
+    def never(*args, **kwargs):
+        raise AssertionError("the image was resized")
+
+    monkeypatch.setattr(TF, "resize", never)
+    with pytest.raises(ImageFileError) as caught:
+        prepare_image(Image.new("RGB", size), name="strip.png")
+    assert str(caught.value).startswith(f"strip.png is {words}")
+
+
+def test_prepare_image_keeps_elongated_pictures_within_the_bounds():
+    x = prepare_image(Image.new("RGB", (100, 1), "white"), resize=8, crop=8)
+    assert x.shape == (3, 8, 8) and float(x.min()) == 1.0
+
+
+def test_prepare_image_refuses_a_resize_beyond_the_pixel_bound(monkeypatch):
+    monkeypatch.setattr(files, "MAX_RESIZED_PIXELS", 1000)
+    with pytest.raises(ImageFileError, match="would have 2,048 pixels, more than 1,000"):
+        prepare_image(Image.new("RGB", (60, 30)), resize=32, crop=16, name="wide.png")
+
+
+@pytest.mark.parametrize("pixels", [1200, 2500], ids=["over-the-limit", "over-twice-the-limit"])
+def test_read_image_refuses_a_decompression_bomb_before_decoding(monkeypatch, tmp_path, pixels):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (pixels // 10, 10)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageFileError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert "bomb.png has more than 1,000 pixels" in message and "decompression bomb" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        (os.fsdecode(b"caf\xe9.png"), r"caf\xe9.png"),
+        ("café.png", "café.png"),
+        ("two\nlines.png", r"two\nlines.png"),
+        ("tab\there.png", r"tab\there.png"),
+    ],
+    ids=["not-utf8", "not-ascii", "newline", "tab"],
+)
+def test_shown_names_print_on_one_line_and_encode(name, printed):
+    assert shown(name) == printed
+    assert shown(Path("folder") / name) == f"folder/{printed}"
+    shown(name).encode("utf-8")  # no lone surrogates left
+
+
+def test_errors_name_a_file_that_is_not_utf8_printably(tmp_path):
+    path = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    with pytest.raises(ImageFileError) as caught:
+        read_image(os.fsdecode(path))
+    assert r"caf\xe9.png" in str(caught.value)
+    str(caught.value).encode("utf-8")
+
+
+@pytest.mark.parametrize(
     ("make", "words"),
     [
         (lambda p: None, "no such image file"),
@@ -85,18 +155,34 @@ def test_state_dict_round_trips(tmp_path):
     assert torch.equal(fresh[0].weight, model[0].weight)
 
 
-@pytest.mark.parametrize("save", ["torch.save", "pickle.dump"])
+SAVES = {
+    "torch.save": lambda payload, path: torch.save(payload, path),
+    "torch.save legacy": lambda payload, path: torch.save(
+        payload, path, _use_new_zipfile_serialization=False
+    ),
+    "torch.save legacy protocol 4": lambda payload, path: torch.save(
+        payload, path, _use_new_zipfile_serialization=False, pickle_protocol=4
+    ),
+    "pickle protocol 0": lambda payload, path: path.write_bytes(pickle.dumps(payload, 0)),
+    "pickle protocol 2": lambda payload, path: path.write_bytes(pickle.dumps(payload, 2)),
+    "pickle.dumps": lambda payload, path: path.write_bytes(pickle.dumps(payload)),
+    "pickle protocol 5": lambda payload, path: path.write_bytes(pickle.dumps(payload, 5)),
+}
+
+
+@pytest.mark.parametrize("save", list(SAVES))
 def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, save):
     marker = tmp_path / "marker"
     payload = {"weight": MarkerPayload(marker)}
     path = tmp_path / "hostile.pt"
-    if save == "torch.save":
-        torch.save(payload, path)
-    else:
-        path.write_bytes(pickle.dumps(payload))
+    SAVES[save](payload, path)
     with pytest.raises(StateDictError) as caught:
         load_state_dict(path)
-    assert "hostile.pt" in str(caught.value) and "\n" not in str(caught.value)
+    message = str(caught.value)
+    assert message == (
+        f"{path} is not a plain state dict: it asks to import io.open, which tensors never "
+        "need; refused without running anything in it"
+    )
     assert not marker.exists(), "loading the file ran code from it"
     # The payload is live: an ordinary unpickler does create the marker.
     live = pickle.loads(pickle.dumps(payload))
@@ -130,8 +216,9 @@ def test_files_that_are_not_state_dicts_are_named_as_such(tmp_path, content, wor
         (b"", "is empty"),
         (b"PK\x03\x04 not really a zip archive", "not a PyTorch weights file"),
         (np.random.default_rng(2).bytes(300), "not a PyTorch weights file"),
+        (pickle.dumps({"w": [1.0, 2.0]}), "not a PyTorch weights file"),
     ],
-    ids=["missing", "empty", "broken-zip", "random-bytes"],
+    ids=["missing", "empty", "broken-zip", "random-bytes", "harmless-pickle"],
 )
 def test_unreadable_weight_files_raise_one_line(tmp_path, content, words):
     path = tmp_path / "weights.pt"

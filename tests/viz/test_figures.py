@@ -1,3 +1,6 @@
+"""Every kind of picture: what it draws, and the one ax= / fig= convention they share."""
+
+import inspect
 import os
 
 import matplotlib
@@ -9,12 +12,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import torchvision.transforms.functional as TF  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import FigureBase  # noqa: E402
 from torch import nn  # noqa: E402
 
 from netlens import viz  # noqa: E402
-from netlens.data import SmallResNet, Split, load_digits, train_classifier  # noqa: E402
+from netlens.datasets import Split, load_digits  # noqa: E402
 from netlens.dissect import units_for_region  # noqa: E402
+from netlens.models import SmallResNet, train_classifier  # noqa: E402
 from netlens.viz import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
@@ -30,77 +36,9 @@ def _save(fig, figure_dir, name):
         fig.savefig(os.path.join(figure_dir, name), dpi=100)
 
 
-def _normalize_imagenet(photo: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (x - mean) / std
-
-
-def test_to_image_accepts_tensor_array_and_pil_alike():
-    photo = skimage.data.chelsea()[:40, :60]
-    expected = photo / 255.0
-    tensor = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
-    for img in (
-        photo,
-        tensor,
-        tensor[None],
-        Image.fromarray(photo),
-        photo.astype(np.float32) / 255,
-    ):
-        out = viz.to_image(img)
-        assert out.shape == (40, 60, 3)
-        np.testing.assert_allclose(out, expected, atol=1e-6)
-
-
-def test_to_image_makes_grayscale_rgb():
-    out = viz.to_image(torch.rand(1, 5, 7))
-    assert out.shape == (5, 7, 3) and np.array_equal(out[..., 0], out[..., 2])
-
-
-@pytest.mark.parametrize(
-    ("img", "error", "match"),
-    [
-        (torch.rand(3, 5, 3), ValueError, "cannot tell"),
-        (torch.rand(2, 3, 4, 4), ValueError, "batch of 2"),
-        (torch.randn(3, 8, 8) * 3, ValueError, "mean= and std="),
-        ([[0.0]], TypeError, "torch.Tensor"),
-    ],
-)
-def test_to_image_explains_bad_input(img, error, match):
-    with pytest.raises(error, match=match):
-        viz.to_image(img)
-
-
-def test_normalize_constant_map_gives_zeros_not_nan():
-    for value in (torch.full((4, 4), 3.0), np.full((4, 4), 3.0)):
-        out = viz.normalize(value)
-        assert not np.isnan(np.asarray(out)).any() and float(out.max()) == 0.0
-    out = viz.normalize(torch.tensor([[-2.0, 0.0], [2.0, 6.0]]))
-    assert out.min() == 0 and out.max() == 1
-
-
-def test_blend_with_alpha_zero_reproduces_the_uint8_photo():
-    photo = skimage.data.chelsea()
-    x = _normalize_imagenet(photo)
-    heat = torch.rand(7, 7)
-    picture = viz.to_image(x, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    out = viz.blend(picture, heat, alpha=0.0)
-    restored = np.round(out * 255).astype(int)
-    assert np.abs(restored - photo.astype(int)).max() <= 1
-
-
-def test_blend_colours_the_hot_corner():
-    heat = torch.zeros(2, 2)
-    heat[0, 0] = 1.0
-    out = viz.blend(torch.zeros(3, 16, 16), heat, alpha=1.0, cmap="gray")
-    assert out.shape == (16, 16, 3)
-    assert out[0, 0].min() == pytest.approx(1.0) and out[-1, -1].max() == pytest.approx(0.0)
-
-
 def test_overlay_on_chelsea(figure_dir):
     photo = skimage.data.chelsea()
-    x = _normalize_imagenet(photo)
+    x = TF.normalize(TF.to_tensor(photo), IMAGENET_MEAN, IMAGENET_STD)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 14), torch.linspace(-1, 1, 14), indexing="ij")
     heat = torch.exp(-((yy + 0.2) ** 2 + (xx - 0.1) ** 2) / 0.1)  # a blob over the cat's face
     ax = viz.overlay(x, heat, mean=IMAGENET_MEAN, std=IMAGENET_STD, title="heat over chelsea")
@@ -164,26 +102,6 @@ def test_activation_grid_panels_are_normalised_and_titled():
         viz.activation_grid(features, channels=[12])
 
 
-def test_reduce_channels_methods():
-    features = torch.rand(2, 6, 4, 5)
-    assert torch.equal(viz.reduce_channels(features, "mean"), features.mean(1))
-    assert torch.equal(viz.reduce_channels(features, "max"), features.amax(1))
-    rgb = viz.reduce_channels(features, "pca")
-    assert rgb.shape == (2, 4, 5, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    assert torch.equal(rgb, viz.reduce_channels(features.clone(), "pca"))
-    with pytest.raises(ValueError, match="pca"):
-        viz.reduce_channels(features, "tsne")
-
-
-def test_pca_first_component_follows_the_dominant_direction():
-    torch.manual_seed(0)
-    signal = torch.linspace(0, 1, 16).reshape(1, 1, 4, 4)
-    direction = torch.tensor([3.0, -1.0, 2.0, 0.5]).reshape(1, 4, 1, 1)
-    features = signal * direction + 0.001 * torch.randn(1, 4, 4, 4)
-    red = viz.reduce_channels(features, "pca")[0, ..., 0]
-    assert torch.corrcoef(torch.stack([red.flatten(), signal.flatten()]))[0, 1] > 0.99
-
-
 def test_topk_bars_draws_k_named_bars_best_on_top():
     logits = torch.tensor([0.1, 3.0, -1.0, 2.0, 0.5, 1.0])
     names = ["a", "b", "c", "d", "e", "f"]
@@ -211,7 +129,8 @@ def test_ablation_comparison_shows_before_and_after():
 
 def test_attribution_grid_layout(figure_dir):
     photo = skimage.data.chelsea()[::4, ::4]
-    x = torch.stack([_normalize_imagenet(photo), _normalize_imagenet(photo[:, ::-1])])
+    pair = torch.stack([TF.to_tensor(photo), TF.to_tensor(photo[:, ::-1].copy())])
+    x = TF.normalize(pair, IMAGENET_MEAN, IMAGENET_STD)
     maps = {
         "CAM": torch.rand(2, 7, 7),
         "Grad-CAM": torch.rand(2, 7, 7),
@@ -243,3 +162,69 @@ def test_region_units_figure(figure_dir):
     unit, iou = fig.axes[1].get_title().split("IoU")
     assert unit.strip() == "unit 4" and float(iou) > 0.9
     assert fig.axes[1].images[0].get_array().shape == (*photo.shape[:2], 3)
+
+
+# one convention: keyword-only ax= (returns the Axes) or fig= (returns the figure) ----
+
+
+def _region_units(**where):
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:4] = True
+    found = units_for_region(torch.rand(4, 4, 4), mask, top=2)
+    return viz.region_units(torch.rand(3, 8, 8), found, mask=mask, **where)
+
+
+BANK = torch.rand(4, 1, 8, 8)
+DRAW = {
+    "filter_grid": lambda **where: viz.filter_grid(nn.Conv2d(3, 4, 3), **where),
+    "overlay": lambda **where: viz.overlay(torch.rand(3, 8, 8), torch.rand(2, 2), **where),
+    "topk_bars": lambda **where: viz.topk_bars(torch.rand(4), k=2, **where),
+    "tsne_scatter": lambda **where: viz.tsne_scatter(torch.rand(6, 2), [0, 1] * 3, **where),
+    "activation_grid": lambda **where: viz.activation_grid(torch.rand(2, 3, 4, 4), **where),
+    "ablation_comparison": lambda **where: viz.ablation_comparison(
+        torch.rand(4), torch.rand(4), k=2, **where
+    ),
+    "attribution_grid": lambda **where: viz.attribution_grid(
+        torch.rand(2, 3, 8, 8), {"A": torch.rand(2, 2, 2)}, **where
+    ),
+    "region_units": _region_units,
+    "neighbour_grid": lambda **where: viz.neighbour_grid(BANK[:1], BANK, [[1, 2]], **where),
+    "compare_tsne": lambda **where: viz.compare_tsne(torch.rand(6, 2), torch.rand(6, 2), **where),
+}
+NOT_PICTURES = {"to_image", "normalize", "blend", "reduce_channels"}
+FUNCTIONS = sorted(name for name in viz.__all__ if inspect.isfunction(getattr(viz, name)))
+
+
+def test_every_function_of_viz_is_a_picture_or_a_conversion():
+    assert set(FUNCTIONS) == set(DRAW) | NOT_PICTURES
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_ax_and_fig_are_keyword_only_and_come_back(name):
+    signature = inspect.signature(getattr(viz, name), eval_str=True)
+    where = {"ax", "fig"} & set(signature.parameters)
+    assert len(where) == 1, f"{name} takes {sorted(where)}"
+    (key,) = where
+    parameter = signature.parameters[key]
+    kind = Axes if key == "ax" else FigureBase
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is None and parameter.annotation == kind | None
+    assert signature.return_annotation is kind
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_a_picture_draws_where_it_is_told_and_returns_it(name):
+    draw = DRAW[name]
+    if "ax" in inspect.signature(getattr(viz, name)).parameters:
+        _, ax = plt.subplots()
+        assert draw(ax=ax) is ax
+        assert ax.images or ax.collections or ax.patches
+        made = draw()
+        assert isinstance(made, Axes) and made is not ax
+    else:
+        figure = plt.figure()
+        left, right = figure.subfigures(1, 2)
+        assert draw(fig=right) is right
+        assert right.axes and not left.axes
+        assert draw(fig=right) is right, "a figure given twice is cleared, not stacked"
+        assert len(right.axes) == len(draw().axes)

@@ -48,7 +48,8 @@ def rotate_batch(images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, 
 
     Row ``4 * i + r`` is image ``i`` turned by ``r * 90`` degrees; its label is
     ``r``. Class labels, if passed, are ignored: the signature fits
-    ``train_classifier(..., transform=rotate_batch)`` directly.
+    ``train_classifier(..., transform=rotate_batch)``
+    (:func:`netlens.models.train_classifier`) directly.
 
     Parameters
     ----------

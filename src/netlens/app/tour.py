@@ -1,9 +1,9 @@
 """The tour: every netlens method on a network trained in a minute, as one web page.
 
-:func:`run_tour` trains :class:`~netlens.data.SmallResNet` on scikit-learn's
+:func:`run_tour` trains :class:`~netlens.models.SmallResNet` on scikit-learn's
 handwritten digits (no download) and a self-supervised twin of the same
 architecture that only learns to tell which way a digit was turned
-(:func:`~netlens.rotation.rotate_batch`, Gidaris et al. 2018). It then looks
+(:func:`~netlens.datasets.rotate_batch`, Gidaris et al. 2018). It then looks
 inside both with every netlens method and writes the pictures, plus an
 ``index.html`` that shows them with the measured numbers. This is what
 ``netlens tour`` runs.
@@ -29,21 +29,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from netlens import viz
-from netlens._tour_page import Number, write_index
 from netlens.ablate import AblationSearch, fewest_units_to_flip
-from netlens.attribution import CAM, GradCAM, Saliency
-from netlens.data import (
-    DIGIT_CLASSES,
-    History,
-    SmallResNet,
-    Split,
-    accuracy,
-    load_digits,
-    train_classifier,
-)
+from netlens.app.files import shown
+from netlens.app.tour_page import Number, write_index
+from netlens.attribution import METHODS
+from netlens.datasets import DIGIT_CLASSES, Split, load_digits, rotate_batch
 from netlens.embedding import EmbeddingProbe, compare
 from netlens.extract import FeatureExtractor
-from netlens.rotation import rotate_batch
+from netlens.models import History, SmallResNet, accuracy, train_classifier
 
 #: The pictures the tour writes, in the order the page shows them.
 FIGURES: tuple[str, ...] = (
@@ -60,6 +53,9 @@ FIGURES: tuple[str, ...] = (
 )
 #: The page that shows them.
 INDEX = "index.html"
+
+#: The attribution methods ``attributions.png`` shows, by their name in ``METHODS``.
+TOUR_METHODS: tuple[str, ...] = ("cam", "gradcam", "saliency")
 
 IMAGE_SIZE = 32
 ABLATED_LAYER = "layer4"
@@ -146,6 +142,21 @@ class _Nets:
     twin_history: History
 
 
+@dataclass
+class _Measured:
+    numbers: dict[str, float | int | None]
+    probes: dict[str, EmbeddingProbe]
+    tsne: dict[str, np.ndarray]
+    searches: list[AblationSearch]
+    example: int  # the test digit whose ablation is shown
+    k: int  # neighbours of the kNN numbers
+    units: int  # channels of ABLATED_LAYER
+
+    @property
+    def search(self) -> AblationSearch:
+        return self.searches[self.example]
+
+
 def run_tour(
     out_dir: str | Path,
     *,
@@ -185,7 +196,9 @@ def run_tour(
     start = time.perf_counter()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a folder; choose another output folder")
+        raise NotADirectoryError(
+            f"{shown(out)} exists and is not a folder; choose another output folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     say: Callable[[str], None] = tqdm.write if progress else (lambda _: None)
@@ -193,8 +206,24 @@ def run_tour(
     train, test = load_digits(IMAGE_SIZE, seed=seed)
     train, test = _first(train, budget.train_images), _first(test, budget.test_images)
     nets = _train(train, test, budget, device, seed, progress, say)
-
     say("measuring: accuracies, nearest neighbours, t-SNE, unit ablation")
+    measured = _measure(nets, test, budget, device, seed, progress)
+    figures = _write_figures(out, _draw(nets, measured, test, device), progress)
+    seconds = time.perf_counter() - start
+    settings = (
+        f"SmallResNet (width {budget.width}) on {len(train)} training and {len(test)} test "
+        f"digits of {IMAGE_SIZE}x{IMAGE_SIZE} pixels; {budget.epochs} epoch(s) for the "
+        f"classifier, {budget.rotation_epochs} for the rotation twin; seed {seed}, "
+        f"device {device.type}; made in {seconds:.0f} s."
+    )
+    index = _write_page(out, measured, settings)
+    return TourResult(index, figures, measured.numbers, seconds)
+
+
+def _measure(
+    nets: _Nets, test: Split, budget: Budget, device: torch.device, seed: int, progress: bool
+) -> _Measured:
+    """Every number of the page, and the embeddings and searches the figures show."""
     rotated = Split(*rotate_batch(test.images, test.labels))
     probes = {
         name: EmbeddingProbe(net).fit(test.images, test.labels, progress=progress)
@@ -213,7 +242,7 @@ def run_tour(
     example = _ablation_example(searches, test.labels)
     counts = [s.count for s in searches if s.count is not None]
     numbers: dict[str, float | int | None] = {
-        "test_accuracy": nets.classifier_history.test_accuracy[-1],
+        "test_accuracy": nets.classifier_history.val_accuracy[-1],
         "rotation_accuracy": accuracy(nets.twin, rotated),
         "knn_supervised": both.knn_accuracy_a,
         "knn_rotation": both.knn_accuracy_b,
@@ -222,46 +251,57 @@ def run_tour(
         "flip_count": searches[example].count,
         "flip_median": statistics.median(counts) if counts else None,
     }
-    maps = {
-        name: probe.tsne(seed=seed, max_iter=max(250, budget.tsne_iterations))
-        for name, probe in probes.items()
-        if name != "untrained"
+    tsne = {
+        name: probes[name].tsne(seed=seed, max_iter=max(250, budget.tsne_iterations))
+        for name in ("supervised", "rotation")
     }
+    units = nets.classifier.fc.in_features
+    return _Measured(numbers, probes, tsne, searches, example, both.k, units)
 
+
+def _draw(
+    nets: _Nets, measured: _Measured, test: Split, device: torch.device
+) -> dict[str, Callable[[], Figure]]:
+    """How to draw each picture of :data:`FIGURES`, in that order."""
     shown = _one_per_class(test.labels, 6)
     x = test.images[shown].to(device)
-    units = nets.classifier.fc.in_features  # the channels of ABLATED_LAYER
-    search = searches[example]
+    probes, k = measured.probes, measured.k
     figures: dict[str, Callable[[], Figure]] = {
         "training.png": lambda: _training(nets.classifier_history, nets.twin_history),
         "filters_conv1.png": lambda: _filters(nets.classifier.conv1),
         "filters_layer3.png": lambda: _filters(nets.classifier.layer3.conv1),
         "activations_layer1.png": lambda: _activations(nets.classifier, x),
         "activations_pca.png": lambda: _activations_pca(nets.classifier, x),
-        "ablation.png": lambda: _ablation(search, test.images[example], units),
+        "ablation.png": lambda: _ablation(
+            measured.search, test.images[measured.example], measured.units
+        ),
         "attributions.png": lambda: _attributions(nets.classifier, x, test.labels[shown]),
-        "tsne.png": lambda: _tsne(maps, test.labels, numbers),
+        "tsne.png": lambda: _tsne(measured.tsne, test.labels, measured.numbers),
         "neighbours_supervised.png": lambda: _neighbours(probes["supervised"], test, shown, k),
         "neighbours_rotation.png": lambda: _neighbours(probes["rotation"], test, shown, k),
     }
     assert tuple(figures) == FIGURES
+    return figures
+
+
+def _write_figures(
+    out: Path, figures: dict[str, Callable[[], Figure]], progress: bool
+) -> list[Path]:
     paths = []
     for name, draw in tqdm(figures.items(), desc="figures", unit="figure", disable=not progress):
-        figure = draw()
-        figure.savefig(out / name, dpi=100)
+        draw().savefig(out / name, dpi=100)
         paths.append(out / name)
+    return paths
 
-    seconds = time.perf_counter() - start
-    rows = _number_rows(numbers, both.k, len(searches), len(counts), units, search)
-    settings = (
-        f"SmallResNet (width {budget.width}) on {len(train)} training and {len(test)} test "
-        f"digits of {IMAGE_SIZE}x{IMAGE_SIZE} pixels; {budget.epochs} epoch(s) for the "
-        f"classifier, {budget.rotation_epochs} for the rotation twin; seed {seed}, "
-        f"device {device.type}; made in {seconds:.0f} s."
+
+def _write_page(out: Path, measured: _Measured, settings: str) -> Path:
+    searched = len(measured.searches)
+    flipped = sum(s.count is not None for s in measured.searches)
+    rows = _number_rows(
+        measured.numbers, measured.k, searched, flipped, measured.units, measured.search
     )
-    captions = _captions(search, units, both.k)
-    index = write_index(out / INDEX, rows, {name: captions[name] for name in FIGURES}, settings)
-    return TourResult(index, paths, numbers, seconds)
+    captions = _captions(measured.search, measured.units, measured.k)
+    return write_index(out / INDEX, rows, {name: captions[name] for name in FIGURES}, settings)
 
 
 def _first(split: Split, count: int | None) -> Split:
@@ -325,14 +365,14 @@ def _training(classifier: History, twin: History) -> Figure:
     figure = Figure(figsize=(9, 3.4), layout="constrained")
     loss_ax, accuracy_ax = figure.subplots(1, 2)
     for history, label in ((classifier, "digit classifier"), (twin, "rotation twin")):
-        epochs = range(1, len(history.loss) + 1)
-        loss_ax.plot(epochs, history.loss, marker="o", label=label)
-    epochs = range(1, len(classifier.test_accuracy) + 1)
-    accuracy_ax.plot(epochs, classifier.test_accuracy, marker="o", label="digit classifier")
+        epochs = range(1, len(history.train_loss) + 1)
+        loss_ax.plot(epochs, history.train_loss, marker="o", label=label)
+    epochs = range(1, len(classifier.val_accuracy) + 1)
+    accuracy_ax.plot(epochs, classifier.val_accuracy, marker="o", label="digit classifier")
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
     accuracy_ax.set(title="test accuracy", xlabel="epoch", ylim=(0, 1.02))
     loss_ax.legend()
-    longest = max(len(classifier.loss), len(twin.loss))
+    longest = max(len(classifier.train_loss), len(twin.train_loss))
     for ax in (loss_ax, accuracy_ax):
         ax.set_xticks(range(1, longest + 1))
     return figure
@@ -395,13 +435,9 @@ def _ablation(search: AblationSearch, image: Tensor, units: int) -> Figure:
 
 def _attributions(model: nn.Module, x: Tensor, labels: Tensor) -> Figure:
     predicted = _predict(model, x)
-    maps = {
-        "CAM": CAM(model)(x).cpu(),
-        "Grad-CAM": GradCAM(model)(x).cpu(),
-        "saliency": Saliency(model)(x).cpu(),
-    }
+    maps = {METHODS[name].title: METHODS[name](model)(x).cpu() for name in TOUR_METHODS}
     titles = [f"{int(p)} (true {int(t)})" for p, t in zip(predicted, labels, strict=True)]
-    figure = Figure(figsize=(2.4 * 4, 2.4 * len(x) + 0.3), layout="constrained")
+    figure = Figure(figsize=(2.4 * (1 + len(maps)), 2.4 * len(x) + 0.3), layout="constrained")
     return viz.attribution_grid(x.cpu(), maps, titles=titles, fig=figure)
 
 
@@ -522,11 +558,22 @@ def _captions(search: AblationSearch, units: int, k: int) -> dict[str, str]:
         "on three principal components (as RGB), and layer4's strongest unit laid over the "
         "digit.",
         "ablation.png": ablation,
-        "attributions.png": "Where the classifier looks for its prediction: CAM, Grad-CAM "
-        "(both at layer4) and saliency (the input gradient).",
+        "attributions.png": f"Where the classifier looks for its prediction: {_methods()}.",
         "tsne.png": "t-SNE maps of the test digits in the penultimate features of both "
         "networks, coloured by the true digit.",
         "neighbours_supervised.png": f"Nearest neighbours (cosine, of {k}) among the test "
         "digits in the digit classifier's features; red frames mark another digit.",
         "neighbours_rotation.png": "The same queries in the rotation twin's features.",
     }
+
+
+def _methods() -> str:
+    """The methods of :data:`TOUR_METHODS` in words, by where they read the network."""
+    at_layer = [METHODS[n].title for n in TOUR_METHODS if METHODS[n].needs_layer]
+    at_input = [METHODS[n].title for n in TOUR_METHODS if not METHODS[n].needs_layer]
+    groups = []
+    if at_layer:
+        groups.append(f"{', '.join(at_layer)} (at the last feature map)")
+    if at_input:
+        groups.append(f"{', '.join(at_input)} (at the input)")
+    return " and ".join(groups)
