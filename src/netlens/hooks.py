@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -77,6 +77,7 @@ __all__ = [
     "run_forward",
     "split_call",
     "trace_calls",
+    "watch",
 ]
 
 Mode = Literal["copy", "graph", "leaf", "output"]
@@ -651,6 +652,37 @@ def input_gradients_only(
         torch.set_grad_enabled(grad_mode)
 
 
+@contextmanager
+def watch(
+    modules: Iterable[nn.Module], fn: Callable[..., object], *, pre: bool = False
+) -> Iterator[None]:
+    """Plain forward hooks (``pre=True``: forward pre-hooks) on ``modules`` inside the block.
+
+    For probes that look at every pass, whoever runs it: diagnostics and the
+    contract kit (:mod:`netlens.testing`). The hooks are removed on exit,
+    also when the block raises.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> ran = []
+    >>> with watch(net.children(), lambda module, args, output: ran.append(type(module).__name__)):
+    ...     _ = net(torch.zeros(1, 2))
+    >>> ran
+    ['Linear', 'ReLU']
+    """
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for module in modules:
+            register = module.register_forward_pre_hook if pre else module.register_forward_hook
+            handles.append(register(fn))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def graph_cut_message(model: nn.Module, x: Tensor, what: str) -> str:
     """Say where ``model``'s graph stops depending on ``x`` (one diagnostic forward pass).
 
@@ -678,15 +710,11 @@ def graph_cut_message(model: nn.Module, x: Tensor, what: str) -> str:
             cut.append(f"{names[id(module)]}' ({type(module).__name__})")
 
     detached = {name: t.detach() for name, t in model.named_parameters()}
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.enable_grad(), eval_mode(model):
+        with watch(model.modules(), hook), torch.enable_grad(), eval_mode(model):
             torch.func.functional_call(model, detached, (x.detach().requires_grad_(True),))
     except Exception:  # noqa: BLE001 - a diagnosis must not hide the real error
         pass
-    finally:
-        for handle in handles:
-            handle.remove()
     if cut:
         where = f"at layer '{cut[0]}, whose output does not depend on its input"
     elif last:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from netlens._checks import model_device
 from netlens.attribution.base import Attribution
-from netlens.hooks import as_logits
+from netlens.hooks import as_logits, eval_mode, watch
 from netlens.testing.models import tiny_cnn
 from netlens.testing.state import (
     ContractError,
@@ -301,21 +301,10 @@ class _Checker:
     def probe(self) -> None:
         """The number of classes, the top-1 classes, and the leaf modules in running order."""
         order: list[nn.Module] = []
-        handles = [
-            m.register_forward_hook(lambda module, args, output: order.append(module))
-            for m in self.model.modules()
-            if next(m.children(), None) is None
-        ]
-        flags = {m: m.training for m in self.model.modules()}
-        try:
-            self.model.eval()
-            with torch.no_grad():
-                output = self.model(self.x)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module, flag in flags.items():
-                module.training = flag
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        record = lambda module, args, output: order.append(module)  # noqa: E731
+        with watch(leaves, record), eval_mode(self.model), torch.no_grad():
+            output = self.model(self.x)
         logits = as_logits(output, self.kwargs.get("output"))
         if logits.dim() != 2 or len(logits) != self.n:
             raise ValueError(
@@ -442,17 +431,14 @@ class _Checker:
             fired.append(True)
             raise _Planted("raised on purpose by netlens.testing in the model's forward pass")
 
-        handle = leaf.register_forward_hook(hook)
         returned = False
         error: BaseException | None = None
         try:
-            with _seeded(self.x.device):
+            with watch([leaf], hook), _seeded(self.x.device):
                 method(self.x)
             returned = True
         except Exception as caught:  # noqa: BLE001 - any exception is judged below
             error = caught
-        finally:
-            handle.remove()
         if fired and returned:
             self.fail(
                 "errors propagate",
@@ -521,15 +507,13 @@ class _Checker:
         before_work: bool,
     ) -> None:
         forwards: list[bool] = []
-        handle = self.model.register_forward_pre_hook(lambda module, args: forwards.append(True))
+        counted = lambda module, args: forwards.append(True)  # noqa: E731
         error: Exception | None = None
         try:
-            with _seeded(self.x.device):
+            with watch([self.model], counted, pre=True), _seeded(self.x.device):
                 method(images, target)  # type: ignore[arg-type]
         except Exception as caught:  # noqa: BLE001 - judged below
             error = caught
-        finally:
-            handle.remove()
         if error is None:
             self.fail(
                 "bad input errors", f"{what} must raise {expected.__name__}; the call returned"
