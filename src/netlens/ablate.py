@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from netlens._checks import check_images
+from netlens._checks import check_images, check_matches_model
 from netlens.hooks import (
     ActiveSessions,
     HookSession,
@@ -120,6 +120,7 @@ class UnitAblator(SessionBlock):
     def __call__(self, x: Tensor) -> Tensor:
         """Logits of ``model(x)`` with the units ablated (eval mode, no gradients)."""
         check_images(x)
+        check_matches_model(x, self.model)
         with eval_mode(self.model), torch.no_grad():
             logits, _ = run_forward(self.model, x, self._new_session(), output=self.output)
         assert logits is not None
@@ -327,6 +328,7 @@ def fewest_units_to_flip(
     True
     """
     check_images(x)
+    check_matches_model(x, model)
     if x.shape[0] != 1:
         raise ValueError(f"give one image, shape (1, C, H, W); got batch of {x.shape[0]}")
     limit_given = _positive("max_units", max_units) if max_units is not None else None

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._checks import check_images, model_device, split_batch
+from netlens._checks import check_images, check_matches_model, model_device, split_batch
 from netlens.hooks import ActiveSessions, HookSession, SessionBlock, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, channel_axis, resolve_layer
 
@@ -109,6 +109,7 @@ class FeatureExtractor(SessionBlock):
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
         """Run ``model(x)`` in eval mode and return ``{layer name: output}``."""
         check_images(x)
+        check_matches_model(x, self.model)
         session = self._new_session()
         with eval_mode(self.model), torch.no_grad() if self.detach else nullcontext():
             run_forward(self.model, x, session, output=_ignore)

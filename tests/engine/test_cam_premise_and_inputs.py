@@ -194,3 +194,20 @@ def test_units_are_checked_with_clear_messages(units, error):
 
     with pytest.raises(error, match="unit"):
         UnitAblator(get_model("resnet18"), "layer4", units)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x: __import__("netlens").FeatureExtractor(m, "layer4")(x),
+        lambda m, x: __import__("netlens").UnitAblator(m, "layer4", [0])(x),
+        lambda m, x: fewest_units_to_flip(m, x, "layer4", ranking=[0]),
+    ],
+    ids=["FeatureExtractor", "UnitAblator", "fewest_units_to_flip"],
+)
+def test_a_float64_input_is_refused_clearly_everywhere(call):
+    model = get_model("resnet18")
+    before = snapshot(model)
+    with pytest.raises(TypeError, match=r"x\.to\(torch\.float32\)"):
+        call(model, torch.randn(1, 3, 32, 32, dtype=torch.float64))
+    assert_unchanged(model, before)

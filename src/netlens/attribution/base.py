@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netlens._checks import check_images, model_device
+from netlens._checks import check_images, check_matches_model
 from netlens.errors import GraphCutError
 from netlens.hooks import OutputFn, as_logits, eval_mode, graph_cut_message
 from netlens.layers import Defaults, LayerLike, channel_axis, find_defaults, resolve_layer
@@ -347,25 +347,6 @@ def resolve_targets(target: Target | Targets, logits: Tensor) -> Tensor:
     if targets.shape[1] != 1:
         raise ValueError("resolve_targets gives one class per sample; use Targets for (N, K)")
     return targets[:, 0]
-
-
-def check_matches_model(x: Tensor, model: nn.Module) -> None:
-    """Raise a clear error when ``x``'s dtype or device does not match the model's."""
-    params = [p for p in model.parameters() if p.is_floating_point()]
-    if not params:
-        return
-    device = model_device(model)
-    if x.device != device and device.type != "meta":
-        raise ValueError(
-            f"the input is on {x.device} but the model is on {device}; move one of them, "
-            f"e.g. x.to({str(device)!r})"
-        )
-    dtype = params[0].dtype
-    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
-            f"the input is {x.dtype} but the model's parameters are {dtype}; convert the "
-            f"input with x.to({dtype}) (or the model with model.to({x.dtype}))"
-        )
 
 
 def _output_size(size: Size, x: Tensor) -> tuple[int, int] | None:
