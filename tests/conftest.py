@@ -86,3 +86,35 @@ def figure_dir() -> str | None:
     if path:
         os.makedirs(path, exist_ok=True)
     return path
+
+
+class SmallCNN(nn.Module):
+    """conv-BN-ReLU-conv-ReLU, global average, linear: small, with every rule's layer type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU()
+        )
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class FreezesOnEval(SmallCNN):
+    """A ``train()`` override with a side effect: eval mode freezes the head."""
+
+    def train(self, mode: bool = True) -> FreezesOnEval:
+        super().train(mode)
+        self.fc.requires_grad_(mode)
+        return self
+
+
+def guided_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Guided-backpropagation backward hooks on every ReLU (negative gradients blocked)."""
+
+    def clamp(module, grad_input, grad_output):
+        return (grad_input[0].clamp(min=0),)
+
+    return [m.register_full_backward_hook(clamp) for m in model.modules() if isinstance(m, nn.ReLU)]

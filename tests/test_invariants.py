@@ -20,7 +20,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import GAP_LINEAR, MODEL_NAMES, assert_unchanged, get_model, snapshot
+from conftest import (
+    GAP_LINEAR,
+    MODEL_NAMES,
+    FreezesOnEval,
+    assert_unchanged,
+    get_model,
+    guided_relus,
+    snapshot,
+)
 from netlens import (
     EmbeddingProbe,
     FeatureExtractor,
@@ -180,37 +188,11 @@ def test_public_calls_leave_the_model_as_found_when_the_forward_raises(name, ent
         model.eval()
 
 
-class FreezesOnEval(nn.Module):
-    """A small CNN whose ``train()`` override freezes its head in eval mode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU()
-        )
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((2, 3)))
-
-    def train(self, mode: bool = True) -> FreezesOnEval:
-        super().train(mode)
-        self.fc.requires_grad_(mode)
-        return self
-
-
 class CutGraph(FreezesOnEval):
     """The head reads a detached copy of the features."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).detach().mean((2, 3)))
-
-
-def _guided(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    def clamp(module, grad_input, grad_output):
-        return (grad_input[0].clamp(min=0),)
-
-    return [m.register_full_backward_hook(clamp) for m in model.modules() if isinstance(m, nn.ReLU)]
 
 
 SCENARIOS = ["train() override", "cut graph", "user backward hooks", "failed pass in a with block"]
@@ -224,7 +206,7 @@ def test_public_calls_leave_the_model_as_found_in_each_scenario(scenario, entry)
     if entry == "with FeatureExtractor":
         model.eval()  # in train mode the caller's own forward updates BatchNorm
     x = torch.randn(2, 3, 16, 16)
-    handles = _guided(model) if scenario == "user backward hooks" else []
+    handles = guided_relus(model) if scenario == "user backward hooks" else []
     try:
         if scenario == "failed pass in a with block":
             model.eval()

@@ -10,7 +10,14 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import assert_unchanged, get_model, snapshot
+from conftest import (
+    FreezesOnEval,
+    SmallCNN,
+    assert_unchanged,
+    get_model,
+    guided_relus,
+    snapshot,
+)
 from netlens import FeatureExtractor, GradCAM, Saliency, UnitAblator, fewest_units_to_flip
 from netlens.attribution import METHODS
 from netlens.errors import GraphCutError, LayerNotReachedError, OutputError
@@ -133,38 +140,19 @@ def test_a_true_zero_gradient_is_a_zero_map():
     assert torch.count_nonzero(GradCAM(model, "features")(x)) == 0
 
 
-def _guided_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    def clamp(module, grad_input, grad_output):
-        return (grad_input[0].clamp(min=0),)
-
-    return [m.register_full_backward_hook(clamp) for m in model.modules() if isinstance(m, nn.ReLU)]
-
-
-class Plain(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU()
-        )
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x).mean((2, 3)))
-
-
 def test_the_users_backward_hooks_act_as_with_autograd():
     torch.manual_seed(0)
-    model = Plain().eval()
+    model = SmallCNN().eval()
     x = torch.randn(3, 3, 12, 12)
     without = Saliency(model, abs=False, channel_reduce="sum")(x, [0, 1, 2])
-    handles = _guided_relus(model)
+    handles = guided_relus(model)
     try:
         ours = Saliency(model, abs=False, channel_reduce="sum")(x, [0, 1, 2])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             theirs = captum_attr.Saliency(model).attribute(x, target=[0, 1, 2], abs=False)
-        grad_cam = GradCAM(model, "body.1")(x, [0, 1, 2], size=None)
-        their_cam = captum_attr.LayerGradCam(model, model.body[1]).attribute(
+        grad_cam = GradCAM(model, "features.1")(x, [0, 1, 2], size=None)
+        their_cam = captum_attr.LayerGradCam(model, model.features[1]).attribute(
             x, target=[0, 1, 2], relu_attributions=True
         )
     finally:
@@ -175,22 +163,13 @@ def test_the_users_backward_hooks_act_as_with_autograd():
     assert torch.allclose(grad_cam, their_cam.squeeze(1), rtol=1e-5, atol=1e-7)
 
 
-class FreezesOnEval(Plain):
-    """A ``train()`` override with a side effect: eval mode freezes the head."""
-
-    def train(self, mode: bool = True) -> FreezesOnEval:
-        super().train(mode)
-        self.fc.requires_grad_(mode)
-        return self
-
-
 @pytest.mark.parametrize(
     "call",
     [
-        lambda m, x: GradCAM(m, "body.3")(x),
+        lambda m, x: GradCAM(m, "features.3")(x),
         lambda m, x: Saliency(m)(x),
-        lambda m, x: FeatureExtractor(m, "body")(x),
-        lambda m, x: UnitAblator(m, "body.3", [1])(x),
+        lambda m, x: FeatureExtractor(m, "features")(x),
+        lambda m, x: UnitAblator(m, "features.3", [1])(x),
     ],
     ids=["GradCAM", "Saliency", "FeatureExtractor", "UnitAblator"],
 )
@@ -319,7 +298,7 @@ def test_checkpointed_densenet_equals_captum():
 
 
 def test_gradcams_channels_last_copy_is_invisible_to_the_model():
-    class Strict(Plain):
+    class Strict(SmallCNN):
         def forward(self, x):
             if not x.is_contiguous():
                 raise ValueError("this model wants contiguous input")
@@ -328,6 +307,6 @@ def test_gradcams_channels_last_copy_is_invisible_to_the_model():
     torch.manual_seed(0)
     model = Strict().eval()
     x = torch.randn(2, 3, 12, 12)
-    plain = Plain().eval()
+    plain = SmallCNN().eval()
     plain.load_state_dict(model.state_dict())
-    assert torch.allclose(GradCAM(model, "body.3")(x), GradCAM(plain, "body.3")(x))
+    assert torch.allclose(GradCAM(model, "features.3")(x), GradCAM(plain, "features.3")(x))
