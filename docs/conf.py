@@ -44,7 +44,64 @@ def _write_method_table() -> None:
         out.write_text(table)
 
 
+def _write_agreement_table() -> None:
+    """The agreement page's tables, from the rows the agreement test runs."""
+    sys.path.insert(0, str(ROOT / "tests" / "attribution"))
+    try:
+        import agreement
+
+        cases = agreement.all_cases()
+    finally:
+        sys.path.pop(0)
+    peers = agreement.PEERS
+    grid = [
+        "   * - method\n" + "".join(f"     - {peer}\n" for peer in peers),
+    ]
+    for name, cls in sorted(METHODS.items()):
+        cells = []
+        for peer in peers:
+            rows = [c for c in cases if c.method == name and c.peer == peer]
+            differs = sorted({f for c in rows if c.verdict == "differs" for f in c.families})
+            if not rows:
+                cells.append("no such method")
+            elif not differs:
+                cells.append("equal")
+            elif all(c.verdict == "differs" for c in rows):
+                cells.append("differs")
+            else:
+                cells.append(f"equal; differs on {', '.join(differs)}")
+        grid.append(
+            f"   * - :class:`~{cls.__module__}.{cls.__name__}`\n"
+            + "".join(f"     - {cell}\n" for cell in cells)
+        )
+    rows = [
+        "   * - method\n     - peer\n     - verdict\n     - tolerance\n     - families\n"
+        "     - what\n"
+    ]
+    for case in sorted(cases, key=lambda c: (c.method, c.peer, c.verdict != "equal", c.variant)):
+        families = ", ".join(case.families)
+        note = " ".join(case.note.split())
+        rows.append(
+            f"   * - ``{case.method}``\n     - {case.peer}\n     - {case.verdict}\n"
+            f"     - {case.rtol:.0e}\n     - {families}\n     - {note}\n"
+        )
+    header = ".. list-table::\n   :header-rows: 1\n   :class: agreement\n\n"
+    text = (
+        ".. The agreement matrix, written by docs/conf.py from tests/attribution/peers_*.py.\n\n"
+        + header
+        + "".join(grid)
+        + "\n.. _agreement-rows:\n\n"
+        + header
+        + "".join(rows)
+    )
+    out = HERE / "generated" / "agreement_table.rst"
+    out.parent.mkdir(exist_ok=True)
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+
+
 _write_method_table()
+_write_agreement_table()
 
 # -- project -----------------------------------------------------------------
 

@@ -118,3 +118,45 @@ def guided_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
         return (grad_input[0].clamp(min=0),)
 
     return [m.register_full_backward_hook(clamp) for m in model.modules() if isinstance(m, nn.ReLU)]
+
+
+#: Cheaper settings for methods whose cost is a multiple of one gradient pass, used
+#: where generic tests run every registered method (their defaults are tested in the
+#: method's own test file).
+QUICK_OPTIONS = {
+    "IntegratedGradients": {"steps": 4},
+    "SmoothGrad": {"samples": 3},
+    "Occlusion": {"window": 32},
+    # One batch of every channel: the part below the layer runs once per image.
+    "AblationCAM": {"batch_size": 4096},
+}
+
+
+def quick(cls):
+    """``cls``, or a subclass of it whose constructor defaults to :data:`QUICK_OPTIONS`."""
+    options = QUICK_OPTIONS.get(cls.__name__)
+    if options is None:
+        return cls
+
+    def __init__(self, *args, **kwargs):
+        cls.__init__(self, *args, **{**options, **kwargs})
+
+    return type(cls.__name__, (cls,), {"title": cls.title, "__init__": __init__})
+
+
+def quick_methods() -> dict:
+    """Every registered method by name, with :func:`quick` settings."""
+    from netlens.attribution import METHODS
+
+    return {name: quick(cls) for name, cls in METHODS.items()}
+
+
+#: Models on which generic tests run Score-CAM, whose cost is one full forward pass
+#: per channel of the layer (512 to 2048 on the default layers): the small ones.
+PER_CHANNEL_MODELS = {"resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5"}
+
+
+def skip_if_per_channel_on_a_large_model(method, name: str) -> None:
+    """Skip a generic test of Score-CAM on a model outside :data:`PER_CHANNEL_MODELS`."""
+    if getattr(method, "__name__", "") == "ScoreCAM" and name not in PER_CHANNEL_MODELS:
+        pytest.skip("Score-CAM runs a forward pass per channel; tested on the small models")

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CAMNotApplicableError",
     "GraphCutError",
+    "GuidedRuleError",
     "ImageFileError",
     "InputFileError",
     "LayerNotFoundError",
@@ -20,6 +21,8 @@ __all__ = [
     "OutputError",
     "RepeatedCallError",
     "StateDictError",
+    "UndefinedMapError",
+    "ZeroScoreError",
     "WeightsUnavailableError",
 ]
 
@@ -55,12 +58,24 @@ class GraphCutError(NetlensError, RuntimeError):
     """The gradient a method needs does not exist: the autograd graph is cut."""
 
 
+class GuidedRuleError(NetlensError, RuntimeError):
+    """A ReLU that cannot take guided backpropagation's rule (named in the message)."""
+
+
 class OutputError(NetlensError, TypeError):
     """The model's output cannot be read as logits (pass ``output=``)."""
 
 
 class CAMNotApplicableError(NetlensError, ValueError):
     """The model's logits are not a linear map of the layer's global average."""
+
+
+class UndefinedMapError(NetlensError, ValueError):
+    """The method's formula is undefined at this input (a zero denominator, a tie)."""
+
+
+class ZeroScoreError(UndefinedMapError, ZeroDivisionError):
+    """Ablation-CAM's class score is exactly 0, so its weights (a division by it) do not exist."""
 
 
 class NotFittedError(NetlensError, RuntimeError):

@@ -5,13 +5,23 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import GAP_LINEAR, INPUT_SIZE, MODEL_NAMES, assert_unchanged, get_model, snapshot
+from conftest import (
+    GAP_LINEAR,
+    INPUT_SIZE,
+    MODEL_NAMES,
+    assert_unchanged,
+    get_model,
+    quick_methods,
+    skip_if_per_channel_on_a_large_model,
+    snapshot,
+)
 from netlens import CAM, FeatureExtractor, GradCAM, Saliency
-from netlens.attribution import METHODS, CAMNotApplicableError
+from netlens.attribution import CAMNotApplicableError
 from netlens.data import SmallResNet, load_digits, train_classifier
 from netlens.layers import resolve_layer
 
-LAYER_METHODS = [cls for cls in METHODS.values() if cls.needs_layer]
+QUICK = quick_methods()
+LAYER_METHODS = [cls for cls in QUICK.values() if cls.needs_layer]
 captum_attr = pytest.importorskip("captum.attr")
 
 DEVICES = [
@@ -67,11 +77,17 @@ def test_saliency_equals_captum(model_name, images, device):
     assert _relative_error(ours, reference) <= 1e-5
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 @pytest.mark.parametrize("name", ["resnet18", "densenet121", "efficientnet_b0"])
 def test_per_sample_targets_equal_one_sample_at_a_time(method, name):
+    if method.__name__ == "XGradCAM" and name != "resnet18":
+        # Its weights divide by each channel's activation sum; at these default layers
+        # (values of both signs) sums that nearly cancel amplify the float rounding of a
+        # batch of three vs one (docs/guide/xgradcam.rst). Tested after a ReLU instead.
+        pytest.skip("XGrad-CAM is ill-conditioned at layers whose activations cancel")
+    skip_if_per_channel_on_a_large_model(method, name)
     model = get_model(name)
-    x = torch.randn(3, 3, INPUT_SIZE, INPUT_SIZE)
+    x = torch.randn(3, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([7, 2, 999])
     explainer = method(model)
     batched = explainer(x, targets, size=None)
@@ -79,7 +95,7 @@ def test_per_sample_targets_equal_one_sample_at_a_time(method, name):
     assert torch.allclose(batched, single, rtol=1e-4, atol=1e-6 * float(single.abs().max()))
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 def test_default_target_is_each_samples_top1(method, images):
     model = get_model("resnet18")
     with torch.no_grad():
@@ -177,7 +193,7 @@ def test_gradcam_on_a_block_output_modified_in_place_later(images):
     assert _relative_error(ours, reference.squeeze(1)) <= 1e-5
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
 def test_works_under_the_callers_no_grad_and_inference_mode(method, context, images):
     model = get_model("resnet18")
@@ -190,7 +206,7 @@ def test_works_under_the_callers_no_grad_and_inference_mode(method, context, ima
     assert got.abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 def test_model_and_input_are_left_as_found(method, images):
     model = get_model("resnet18")
     model.train()
@@ -208,18 +224,19 @@ def test_model_and_input_are_left_as_found(method, images):
         assert torch.equal(maps, method(model)(images))  # explained in eval mode
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 def test_size_options(method, images):
     model = get_model("resnet18")
     explainer = method(model)
     assert explainer(images).shape == (2, INPUT_SIZE, INPUT_SIZE)
     assert explainer(images, size=(10, 12)).shape == (2, 10, 12)
     raw = explainer(images, size=None)
-    assert raw.shape == ((2, INPUT_SIZE, INPUT_SIZE) if method is Saliency else (2, 2, 2))
+    at_layer = method.needs_layer and not getattr(method, "input_resolution", False)
+    assert raw.shape == ((2, 2, 2) if at_layer else (2, INPUT_SIZE, INPUT_SIZE))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 def test_maps_have_the_inputs_dtype(method, dtype):
     torch.manual_seed(0)
     model = SmallResNet(num_classes=5, in_channels=3, width=4).to(dtype).eval()
@@ -231,7 +248,7 @@ def test_maps_have_the_inputs_dtype(method, dtype):
         assert torch.isfinite(maps).all()
 
 
-@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+@pytest.mark.parametrize("method", list(QUICK.values()), ids=list(QUICK))
 def test_bad_input_gives_clear_errors_and_leaves_nothing_attached(method, images):
     model = get_model("resnet18")
     before = snapshot(model)
