@@ -21,6 +21,11 @@ BUILTIN = {
     "gradcam": "netlens.attribution.gradcam:GradCAM",
     "layercam": "netlens.attribution.layercam:LayerCAM",
     "saliency": "netlens.attribution.saliency:Saliency",
+    # gradient-weighted CAMs
+    "gradcampp": "netlens.attribution.gradcampp:GradCAMPlusPlus",
+    "xgradcam": "netlens.attribution.xgradcam:XGradCAM",
+    "hirescam": "netlens.attribution.hirescam:HiResCAM",
+    "eigencam": "netlens.attribution.eigencam:EigenCAM",
 }
 
 #: Every registered method: command-line name -> class.
