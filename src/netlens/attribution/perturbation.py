@@ -1,16 +1,18 @@
 """Bases of methods that explain by changing what the network sees and watching the logits.
 
-Occlusion, RISE and their kin change the input; Score-CAM and Ablation-CAM
-change one layer's feature map. Either way the work is many forward passes
-of one image under different perturbations, batched. The bases here run them:
-:class:`PerturbationAttribution` for the input, :class:`LayerPerturbation`
-for a layer, where only the part of the network above the layer runs once per
-perturbation.
+Occlusion, RISE and Score-CAM change the input (Score-CAM with masks made
+from one layer's feature map); Ablation-CAM changes one layer's feature map.
+Either way the work is many forward passes of changed copies of the images,
+batched. The bases here run them: :class:`PerturbationAttribution` for the
+input, :class:`LayerPerturbation` for methods that read a layer, with
+:meth:`LayerPerturbation.scores` for changed inputs and
+:meth:`LayerPerturbation.layer_scores` for changed feature maps, where only the
+part of the network above the layer runs once per perturbation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +32,41 @@ def _check_batch_size(batch_size: object) -> int:
     return batch_size
 
 
-class PerturbationAttribution(Attribution):
+class _Batches:
+    """The loop over batches of perturbed images both bases share."""
+
+    title: str
+    batch_size: int
+    progress: bool
+
+    def _slices(self, groups: int, count: int) -> Iterator[tuple[int, slice]]:
+        """``(group, rows)`` for ``groups`` runs of ``count`` rows, ``batch_size`` at a time."""
+        starts = [(g, s) for g in range(groups) for s in range(0, count, self.batch_size)]
+        for group, start in tqdm(starts, desc=self.title, unit="batch", disable=not self.progress):
+            yield group, slice(start, min(start + self.batch_size, count))
+
+    def scores(self, count: int, perturbed: Callable[[slice], Tensor]) -> Tensor:
+        """Logits ``(count, classes)`` of ``perturbed(slice)`` batches, without gradients.
+
+        Examples
+        --------
+        >>> import torch, torchvision
+        >>> class Flip(PerturbationAttribution):
+        ...     pass
+        >>> method = Flip(torchvision.models.resnet18().eval(), batch_size=2)
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> method.scores(3, lambda part: x.expand(part.stop - part.start, -1, -1, -1)).shape
+        torch.Size([3, 1000])
+        """
+        assert isinstance(self, Attribution)
+        chunks = []
+        for _, part in self._slices(1, count):
+            with torch.no_grad():
+                chunks.append(self.logits(self.model(perturbed(part))))
+        return torch.cat(chunks)
+
+
+class PerturbationAttribution(_Batches, Attribution):
     """Base of methods that perturb the input: batched forward passes of changed images.
 
     A subclass implements ``_attribute(x, targets)`` with :meth:`scores`, which
@@ -63,39 +99,38 @@ class PerturbationAttribution(Attribution):
         self.batch_size = _check_batch_size(batch_size)
         self.progress = progress
 
-    def scores(self, count: int, perturbed: Callable[[slice], Tensor]) -> Tensor:
-        """Logits ``(count, classes)`` of ``perturbed(slice)`` batches, without gradients.
 
-        Examples
-        --------
-        >>> import torch, torchvision
-        >>> class Flip(PerturbationAttribution):
-        ...     pass
-        >>> method = Flip(torchvision.models.resnet18().eval(), batch_size=2)
-        >>> x = torch.randn(1, 3, 32, 32)
-        >>> method.scores(3, lambda part: x.expand(part.stop - part.start, -1, -1, -1)).shape
-        torch.Size([3, 1000])
-        """
-        chunks = []
-        starts = range(0, count, self.batch_size)
-        for start in tqdm(starts, desc=self.title, unit="batch", disable=not self.progress):
-            part = slice(start, min(start + self.batch_size, count))
-            with torch.no_grad():
-                chunks.append(self.logits(self.model(perturbed(part))))
-        return torch.cat(chunks)
+class LayerPerturbation(_Batches, LayerAttribution):
+    """Base of perturbation methods that read one layer: Score-CAM, Ablation-CAM.
 
+    :meth:`activation` gives the layer's output and the logits in one forward
+    pass. :meth:`scores` runs changed inputs (Score-CAM's images masked by the
+    layer's channels), ``batch_size`` at a time, like
+    :meth:`PerturbationAttribution.scores`.
 
-class LayerPerturbation(LayerAttribution):
-    """Base of methods that perturb one layer's feature map: Score-CAM, Ablation-CAM.
+    :meth:`layer_scores` changes the layer's output instead: it runs the
+    network once below the layer on one image, then the part above the layer
+    on a batch of replacement feature maps at a time: at the layer, the batch
+    of one becomes a batch of ``B`` (everything computed below is the same for
+    every perturbation, so broadcasting it is exact). A model whose code above
+    the layer cannot take that change of batch size (it concatenates a tensor
+    from below, it stored the batch size at the start) raises, and the batch
+    is then run whole, the input repeated ``B`` times, with the same result.
 
-    :meth:`layer_scores` runs the network once below the layer on one image,
-    then the part above the layer on a batch of replacement feature maps at a
-    time: at the layer, the batch of one becomes a batch of ``B`` (everything
-    computed below is the same for every perturbation, so broadcasting it is
-    exact). A model whose code above the layer cannot take that change of
-    batch size (it concatenates a tensor from below, it stored the batch size
-    at the start) raises, and the batch is then run whole, the input repeated
-    ``B`` times, with the same result.
+    Parameters
+    ----------
+    model
+        The classifier.
+    layer
+        The layer to read or change; default: the last convolutional feature map.
+    batch_size
+        Perturbed images (or feature maps) per forward pass.
+    progress
+        Show a progress bar over the batches.
+    output
+        How to read logits from the model's output.
+    channels_last
+        Whether the layer's output is ``(N, H, W, C)``; default: found out.
     """
 
     needs_gradients = False
@@ -125,11 +160,24 @@ class LayerPerturbation(LayerAttribution):
         assert logits is not None
         return found[name], logits
 
-    def layer_scores(self, x: Tensor, replacements: Tensor) -> Tensor:
-        """Logits ``(B, classes)`` with the layer's output of image ``x`` replaced by each of ``B``.
+    def layer_scores(
+        self,
+        x: Tensor,
+        replacements: Tensor | Callable[[int, slice], Tensor],
+        count: int | None = None,
+    ) -> Tensor:
+        """Logits with the layer's output replaced, ``batch_size`` replacements per pass.
 
-        ``x`` is one image ``(1, C, H, W)``; ``replacements`` has the layer
-        output's shape with a batch of ``B``.
+        With a tensor, ``x`` is one image ``(1, C, H, W)`` and ``replacements``
+        has the layer output's shape with a batch of ``B``: the logits are
+        ``(B, classes)``, one row per replacement.
+
+        With a function, ``x`` is a batch ``(N, C, H, W)`` and
+        ``replacements(i, rows)`` returns rows ``rows`` (a slice of
+        ``range(count)``) of image ``i``'s replacements: the logits are
+        ``(N, count, classes)``, from ``N * ceil(count / batch_size)`` passes
+        under one progress bar. Each batch of replacements is made when it
+        runs, so they never all exist at once.
 
         Examples
         --------
@@ -142,17 +190,49 @@ class LayerPerturbation(LayerAttribution):
         >>> a, logits = probe.activation(x)
         >>> torch.allclose(probe.layer_scores(x, a.expand(3, -1, -1, -1))[2], logits[0], atol=1e-5)
         True
+        >>> two = torch.randn(2, 3, 32, 32)
+        >>> a, logits = probe.activation(two)
+        >>> def unchanged(i, rows):
+        ...     return a[i : i + 1].expand(rows.stop - rows.start, -1, -1, -1)
+        >>> same = probe.layer_scores(two, unchanged, 5)
+        >>> same.shape, torch.allclose(same[1, 4], logits[1], atol=1e-5)
+        (torch.Size([2, 5, 1000]), True)
         """
-        if x.shape[0] != 1:
-            raise ValueError(f"layer_scores takes one image (1, C, H, W), got {tuple(x.shape)}")
         name, module = self._resolve(x)
-        count = replacements.shape[0]
-        chunks = []
-        starts = range(0, count, self.batch_size)
-        for start in tqdm(starts, desc=self.title, unit="batch", disable=not self.progress):
-            part = replacements[start : start + self.batch_size]
-            chunks.append(self._above(x, name, module, part))
-        return torch.cat(chunks)
+        if isinstance(replacements, Tensor):
+            if count is not None:
+                raise TypeError("count= goes with a function of replacements, not a tensor")
+            if x.shape[0] != 1:
+                raise ValueError(
+                    f"layer_scores with a tensor takes one image (1, C, H, W), got "
+                    f"{tuple(x.shape)}; pass a function (i, rows) -> replacements for a batch"
+                )
+            table = replacements
+            groups, count = 1, table.shape[0]
+
+            def make(i: int, rows: slice) -> Tensor:
+                return table[rows]
+
+        else:
+            if not callable(replacements):
+                raise TypeError(
+                    f"replacements must be a tensor or a function (i, rows) -> tensor, not "
+                    f"{type(replacements).__name__}"
+                )
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"count must be a positive int, not {count!r}")
+            groups, make = x.shape[0], replacements
+        chunks: list[list[Tensor]] = [[] for _ in range(groups)]
+        for i, rows in self._slices(groups, count):
+            part = make(i, rows)
+            if part.shape[0] != rows.stop - rows.start:
+                raise ValueError(
+                    f"replacements({i}, {rows}) gave {part.shape[0]} feature maps, not "
+                    f"{rows.stop - rows.start}"
+                )
+            chunks[i].append(self._above(x[i : i + 1], name, module, part))
+        logits = torch.stack([torch.cat(row) for row in chunks])
+        return logits[0] if isinstance(replacements, Tensor) else logits
 
     def _above(self, x: Tensor, name: str, module: nn.Module, part: Tensor) -> Tensor:
         def swap(out: Tensor) -> Tensor:
@@ -161,7 +241,8 @@ class LayerPerturbation(LayerAttribution):
                     f"replacements of shape {tuple(part.shape[1:])} for layer '{name}', whose "
                     f"output has shape {tuple(out.shape[1:])}"
                 )
-            return part.to(dtype=out.dtype, device=out.device)
+            # A copy: the model's code may change it in place (ResNet's `out += identity`).
+            return part.to(dtype=out.dtype, device=out.device, copy=True)
 
         def run(images: Tensor) -> Tensor:
             session = HookSession(self.model, [Tap(name, module, None, replace=swap)])

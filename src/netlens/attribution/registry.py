@@ -26,6 +26,9 @@ BUILTIN = {
     "xgradcam": "netlens.attribution.xgradcam:XGradCAM",
     "hirescam": "netlens.attribution.hirescam:HiResCAM",
     "eigencam": "netlens.attribution.eigencam:EigenCAM",
+    # layer perturbations
+    "scorecam": "netlens.attribution.scorecam:ScoreCAM",
+    "ablationcam": "netlens.attribution.ablationcam:AblationCAM",
 }
 
 #: Every registered method: command-line name -> class.
