@@ -23,16 +23,30 @@ Each rule takes a layer's output ``y``, computed from ``x`` with autograd off,
 and returns it attached to ``x``'s history with the exact input gradient,
 keeping only what that gradient needs. The hooks that run layers this way live
 in :func:`netlens.hooks.input_gradients_only`.
+
+Guided backpropagation changes the backward pass of every ReLU instead: only
+positive gradients pass, and only where the ReLU's input was positive,
+:math:`\partial L / \partial x = [x > 0] \max(\partial L / \partial y, 0)`.
+:class:`GuidedReLUs` applies that rule to each ReLU computed while it is
+active: ``nn.ReLU`` modules and functional calls alike (a torch function mode
+sees ``torch.nn.functional.relu``, ``torch.relu``, ``Tensor.relu`` and their
+in-place forms), keeping a boolean mask.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks
+from torch.overrides import TorchFunctionMode
+
+from netlens.errors import GuidedRuleError
 
 Layout = torch.memory_format | None
 Rule = Callable[[nn.Module, Tensor, Tensor, Layout], Tensor]
@@ -180,3 +194,138 @@ def rule_for(module: nn.Module, x: object) -> Rule | None:
         in_place_ok = not module.inplace or not (x.is_leaf or x._is_view())
         return _relu if in_place_ok else None
     return None
+
+
+# Guided backpropagation --------------------------------------------------------
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """``max(x, 0)`` whose backward passes ``max(dy, 0)`` where ``x > 0`` (in place or not)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, in_place: bool) -> Tensor:
+        ctx.set_materialize_grads(False)
+        if in_place:
+            y = x.relu_()
+            ctx.mark_dirty(x)
+        else:
+            y = torch.relu(x)
+        # Non-zero exactly where x > 0 (and at NaN, as for autograd's own ReLU).
+        ctx.save_for_backward(y.bool())
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None]:
+        if grad is None:
+            return None, None
+        (passes,) = ctx.saved_tensors
+        return grad.clamp(min=0) * passes, None
+
+
+_IN_PLACE_RELUS = {torch.relu_, Tensor.relu_, torch.nn.functional.relu_}
+_RELUS = {torch.relu, Tensor.relu, torch.nn.functional.relu, *_IN_PLACE_RELUS}
+
+
+def _function_forwards() -> set[object]:
+    """The code of the ``forward`` of every custom autograd Function class defined now."""
+    found: set[object] = set()
+    todo = list(torch.autograd.Function.__subclasses__())
+    seen: set[type] = set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        forward = cls.__dict__.get("forward")
+        code = getattr(getattr(forward, "__func__", forward), "__code__", None)
+        if code is not None:
+            found.add(code)
+    return found
+
+
+def _in_custom_function() -> bool:
+    """Whether a custom autograd Function's forward (a reentrant checkpoint's too) is running."""
+    forwards = _function_forwards()
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in forwards:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _caller() -> str:
+    """``file:line`` of the innermost frame outside torch and netlens' own engine."""
+    frame: FrameType | None = sys._getframe(1)
+    here = __file__
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name != here and f"{os.sep}torch{os.sep}" not in name:
+            return f"{name}:{frame.f_lineno} ({frame.f_code.co_name})"
+        frame = frame.f_back
+    return "an unknown place"
+
+
+class GuidedReLUs(TorchFunctionMode):
+    """While active on this thread, every ReLU computed with gradients gets the guided rule.
+
+    ``applied`` counts the ReLUs that got it; ``where`` names the ``nn.ReLU``
+    module being called (set by the caller's hooks), for error messages. A
+    ReLU whose backward pass would not be the guided rule raises
+    :class:`GuidedRuleError`: one computed inside
+    :func:`torch.utils.checkpoint.checkpoint` (its backward pass recomputes the
+    part with plain autograd) or with gradients off inside a custom autograd
+    Function's forward (a reentrant checkpoint, whose backward pass is plain
+    autograd's, or the Function's own backward). A ReLU computed with
+    gradients off elsewhere (a ``torch.no_grad()`` block in the model's code)
+    passes no gradient at all and is left alone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0
+        self.where: list[str] = []
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: object,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func not in _RELUS:
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, Tensor) or torch._C._current_graph_task_id() != -1:
+            return func(*args, **kwargs)
+        if not torch.is_grad_enabled():
+            if _in_custom_function():
+                raise GuidedRuleError(
+                    f"{self._name()} runs with gradients off inside a custom autograd "
+                    "Function (torch.utils.checkpoint with use_reentrant=True, or a Function "
+                    "of the model's own): its backward pass is not autograd's ReLU, so the "
+                    "guided rule cannot be applied to it. Run the model without that "
+                    "checkpoint (use_reentrant=False does not help either)."
+                )
+            return func(*args, **kwargs)
+        if not x.requires_grad:
+            return func(*args, **kwargs)
+        if _in_checkpoint():
+            raise GuidedRuleError(
+                f"{self._name()} runs inside torch.utils.checkpoint: its backward pass "
+                "recomputes that part of the model with plain autograd, which would give "
+                "the ReLU's ordinary gradient, not the guided one. Explain the model with "
+                "checkpointing switched off."
+            )
+        in_place = func in _IN_PLACE_RELUS or bool(
+            kwargs.get("inplace", args[1] if len(args) > 1 else False)
+        )
+        self.applied += 1
+        return _GuidedReLU.apply(x, in_place)
+
+    def _name(self) -> str:
+        if self.where:
+            return f"ReLU '{self.where[-1]}'"
+        return f"the ReLU computed at {_caller()}"

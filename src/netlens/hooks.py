@@ -57,7 +57,7 @@ from typing import Literal, Self
 import torch
 from torch import Tensor, nn
 
-from netlens._input_gradients import LAYER_TYPES, Rule, rule_for
+from netlens._input_gradients import LAYER_TYPES, GuidedReLUs, GuidedRuleError, Rule, rule_for
 from netlens.errors import LayerNotReachedError, OutputError, RepeatedCallError
 
 __all__ = [
@@ -588,9 +588,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextmanager
 def input_gradients_only(
-    model: nn.Module, backward_layout: torch.memory_format | None = None
+    model: nn.Module,
+    backward_layout: torch.memory_format | None = None,
+    *,
+    guided: bool = False,
 ) -> Iterator[nn.Module]:
-    """Inside this block, layers keep only what gradients to their inputs need.
+    r"""Inside this block, layers keep only what gradients to their inputs need.
 
     For methods that differentiate with respect to inputs or activations and
     never parameters. Eval-mode BatchNorm layers, convolutions and ReLUs run
@@ -612,6 +615,21 @@ def input_gradients_only(
     (:func:`torch.utils.checkpoint.checkpoint`). Only the calling thread's
     forward passes are affected. The hooks are removed and the grad mode
     restored on exit, also when the forward pass raises.
+
+    With ``guided=True`` every ReLU computed in the block with gradients
+    gets the backward rule of guided backpropagation instead of its own,
+    :math:`\partial L / \partial x = [x > 0] \max(\partial L / \partial y, 0)`:
+    ``nn.ReLU`` modules (and subclasses) and functional calls
+    (``torch.nn.functional.relu``, ``torch.relu``, ``Tensor.relu``, in place or
+    not) alike, each keeping a boolean mask; other activations (``ReLU6``,
+    ``GELU``, ``SiLU``) keep their gradient. The rule is the ReLU's own
+    backward, so backward hooks on a ReLU module see the guided gradient as
+    its input gradient. Where the rule cannot be the one the backward pass
+    runs, :class:`~netlens.errors.GuidedRuleError` names the ReLU
+    instead of leaving it its ordinary gradient: inside
+    :func:`torch.utils.checkpoint.checkpoint`, inside a custom autograd
+    Function, in a TorchScript or ``torch.compile`` module, or an ``nn.ReLU``
+    whose ``forward`` computes something other than a ReLU call.
     """
     grad_mode = torch.is_grad_enabled()
     owner = threading.get_ident()
@@ -636,20 +654,73 @@ def input_gradients_only(
         assert isinstance(x, Tensor) and isinstance(output, Tensor)
         return rule(module, x, output, backward_layout)
 
+    mode = _guided_mode(model) if guided else None
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        for module in model.modules():
+        for name, module in model.named_modules():
+            if mode is not None and isinstance(module, nn.ReLU):
+                handles.extend(_check_guided(mode, name or type(module).__name__, module, owner))
+                continue  # the guided rule, not the mask rule
             if type(module) in LAYER_TYPES:
                 # Other pre-hooks (which may change the input) run first, with
                 # gradients on; other forward hooks (an ablation of this layer's
                 # output) run after the output has its history back.
                 handles.append(module.register_forward_pre_hook(before))
                 handles.append(module.register_forward_hook(after, prepend=True))
-        yield model
+        if mode is None:
+            yield model
+        else:
+            with mode:
+                yield model
     finally:
         for handle in handles:
             handle.remove()
         torch.set_grad_enabled(grad_mode)
+
+
+def _guided_mode(model: nn.Module) -> GuidedReLUs:
+    for name, module in model.named_modules():
+        compiled = type(module).__name__ == "OptimizedModule"
+        if isinstance(module, torch.jit.ScriptModule) or compiled:
+            kind = "compiled with torch.compile" if compiled else "a TorchScript module"
+            raise GuidedRuleError(
+                f"module '{name or type(module).__name__}' is {kind}: its ReLUs do not run "
+                "through Python, so guided backpropagation cannot give them its backward "
+                "rule. Explain the eager nn.Module it was made from."
+            )
+    return GuidedReLUs()
+
+
+def _check_guided(
+    mode: GuidedReLUs, name: str, module: nn.Module, owner: int
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks that name a ReLU module's call and check that the guided rule reached it."""
+    calls: list[int | None] = []
+
+    def before(module: nn.Module, args: tuple[object, ...]) -> None:
+        if threading.get_ident() != owner or in_backward():
+            return
+        x = args[0] if args else None
+        needs = torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad
+        calls.append(mode.applied if needs else None)
+        mode.where.append(name)
+
+    def after(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        if threading.get_ident() != owner or in_backward() or not calls:
+            return
+        mode.where.pop()
+        applied = calls.pop()
+        if applied is not None and output is not None and mode.applied == applied:
+            raise GuidedRuleError(
+                f"ReLU '{name}' ({type(module).__name__}) ran without computing a ReLU "
+                "through torch.nn.functional.relu, torch.relu or Tensor.relu, so the guided "
+                "rule did not reach it; its forward must compute the ReLU with one of them."
+            )
+
+    return [
+        module.register_forward_pre_hook(before),
+        module.register_forward_hook(after, always_call=True),
+    ]
 
 
 @contextmanager

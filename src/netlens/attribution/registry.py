@@ -29,6 +29,11 @@ BUILTIN = {
     # layer perturbations
     "scorecam": "netlens.attribution.scorecam:ScoreCAM",
     "ablationcam": "netlens.attribution.ablationcam:AblationCAM",
+    # input gradients
+    "integratedgradients": "netlens.attribution.integrated_gradients:IntegratedGradients",
+    "inputxgradient": "netlens.attribution.input_x_gradient:InputXGradient",
+    "guidedbackprop": "netlens.attribution.guided_backprop:GuidedBackprop",
+    "guidedgradcam": "netlens.attribution.guided_gradcam:GuidedGradCAM",
 }
 
 #: Every registered method: command-line name -> class.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -10,12 +10,79 @@ from torch import Tensor, nn
 from netlens.attribution.base import Attribution, Targets, channels_last_helps
 from netlens.hooks import OutputFn, input_gradients_only
 
-__all__ = ["ChannelReduce", "Saliency"]
+__all__ = ["ChannelReduce", "InputGradientAttribution", "Saliency"]
 
 ChannelReduce = Literal["max", "mean", "sum"]
 
 
-class Saliency(Attribution):
+class InputGradientAttribution(Attribution):
+    """Base of methods built on gradients of the logits with respect to the input.
+
+    It checks ``abs`` and ``channel_reduce``, computes the input gradients of
+    every requested class with the lean memory rules
+    (:func:`netlens.hooks.input_gradients_only`; with the guided ReLU rule when
+    the class sets ``guided = True``) and reduces an input-shaped attribution
+    ``(N, C, H, W)`` to one map per image.
+
+    Parameters
+    ----------
+    model
+        A classifier returning logits ``(N, num_classes)``.
+    abs
+        Take the absolute value of the attribution (``False`` keeps its sign).
+    channel_reduce
+        How the colour channels become one map: ``"max"``, ``"mean"`` or ``"sum"``.
+    """
+
+    #: Whether every ReLU's backward pass takes the guided backpropagation rule.
+    guided: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        abs: bool = True,
+        channel_reduce: ChannelReduce = "max",
+        output: OutputFn | None = None,
+    ) -> None:
+        if channel_reduce not in ("max", "mean", "sum"):
+            raise ValueError(
+                f"channel_reduce must be 'max', 'mean' or 'sum', not {channel_reduce!r}"
+            )
+        if not isinstance(abs, bool):
+            raise TypeError(f"abs must be True or False, not {abs!r}")
+        super().__init__(model, output=output)
+        self.abs = abs
+        self.channel_reduce = channel_reduce
+
+    def input_gradients(self, x: Tensor, targets: Targets) -> list[Tensor]:
+        """Gradients of each requested logit with respect to the input, ``K`` x ``(N, C, H, W)``."""
+        return self.classes_and_gradients(x, targets)[1]
+
+    def classes_and_gradients(self, x: Tensor, targets: Targets) -> tuple[Tensor, list[Tensor]]:
+        """The resolved classes ``(N, K)`` and :meth:`input_gradients` for them."""
+        inputs = x.detach().clone().requires_grad_(True)
+        layout = torch.channels_last if channels_last_helps(self.model, x) else None
+        with (
+            torch.enable_grad(),
+            input_gradients_only(self.model, backward_layout=layout, guided=self.guided),
+        ):
+            logits = self.logits(self.model(inputs))
+        classes = targets.resolve(logits)
+        return classes, list(self.class_gradients(x, logits, classes, inputs, "the input"))
+
+    def reduce(self, attribution: Tensor) -> Tensor:
+        """One map ``(N, H, W)`` from an input-shaped ``(N, C, H, W)`` tensor."""
+        if self.abs:
+            attribution = attribution.abs()
+        if self.channel_reduce == "max":
+            return attribution.amax(1)
+        if self.channel_reduce == "mean":
+            return attribution.mean(1)
+        return attribution.sum(1)
+
+
+class Saliency(InputGradientAttribution):
     r"""Input-gradient saliency map.
 
     .. math::
@@ -56,43 +123,6 @@ class Saliency(Attribution):
     torch.Size([2, 32, 32])
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        abs: bool = True,
-        channel_reduce: ChannelReduce = "max",
-        output: OutputFn | None = None,
-    ) -> None:
-        if channel_reduce not in ("max", "mean", "sum"):
-            raise ValueError(
-                f"channel_reduce must be 'max', 'mean' or 'sum', not {channel_reduce!r}"
-            )
-        if not isinstance(abs, bool):
-            raise TypeError(f"abs must be True or False, not {abs!r}")
-        super().__init__(model, output=output)
-        self.abs = abs
-        self.channel_reduce = channel_reduce
-
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
         gradients = self.input_gradients(x, targets)
         return torch.stack([self.reduce(g) for g in gradients], 1)
-
-    def input_gradients(self, x: Tensor, targets: Targets) -> list[Tensor]:
-        """Gradients of each requested logit with respect to the input, ``K`` x ``(N, C, H, W)``."""
-        inputs = x.detach().clone().requires_grad_(True)
-        layout = torch.channels_last if channels_last_helps(self.model, x) else None
-        with torch.enable_grad(), input_gradients_only(self.model, backward_layout=layout):
-            logits = self.logits(self.model(inputs))
-        classes = targets.resolve(logits)
-        return list(self.class_gradients(x, logits, classes, inputs, "the input"))
-
-    def reduce(self, gradient: Tensor) -> Tensor:
-        """One map ``(N, H, W)`` from an input-shaped ``(N, C, H, W)`` tensor."""
-        if self.abs:
-            gradient = gradient.abs()
-        if self.channel_reduce == "max":
-            return gradient.amax(1)
-        if self.channel_reduce == "mean":
-            return gradient.mean(1)
-        return gradient.sum(1)
