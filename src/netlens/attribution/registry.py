@@ -34,6 +34,9 @@ BUILTIN = {
     "inputxgradient": "netlens.attribution.input_x_gradient:InputXGradient",
     "guidedbackprop": "netlens.attribution.guided_backprop:GuidedBackprop",
     "guidedgradcam": "netlens.attribution.guided_gradcam:GuidedGradCAM",
+    # input perturbations and wrappers
+    "occlusion": "netlens.attribution.occlusion:Occlusion",
+    "smoothgrad": "netlens.attribution.smoothgrad:SmoothGrad",
 }
 
 #: Every registered method: command-line name -> class.
