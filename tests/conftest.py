@@ -126,7 +126,6 @@ def guided_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
 QUICK_OPTIONS = {
     "IntegratedGradients": {"steps": 4},
     "SmoothGrad": {"samples": 3},
-    "Occlusion": {"window": 32},
     # One batch of every channel: the part below the layer runs once per image.
     "AblationCAM": {"batch_size": 4096},
 }
