@@ -17,6 +17,7 @@ writes them, so any name prints.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -340,7 +341,9 @@ def _output(args: argparse.Namespace) -> tuple[Path, str]:
 
 def _method(name: str, model: nn.Module, layer: str | None) -> Attribution:
     cls = METHODS[name]
-    return cls(model, layer) if cls.needs_layer else cls(model)
+    # Methods that run many passes (Score-CAM, Occlusion, ...) show a progress bar.
+    options = {"progress": True} if "progress" in inspect.signature(cls).parameters else {}
+    return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
 
 
 def _draw(picture: Tensor, heatmap: Tensor, title: str) -> Figure:
