@@ -174,8 +174,8 @@ def split_batch(batch: object) -> tuple[Tensor, object | None]:
 
 def check_matches_model(x: Tensor, model: nn.Module) -> None:
     """Raise a clear error when ``x``'s dtype or device does not match the model's."""
-    params = [p for p in model.parameters() if p.is_floating_point()]
-    if not params:
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first is None:
         return
     device = model_device(model)
     if x.device != device and device.type != "meta":
@@ -183,7 +183,7 @@ def check_matches_model(x: Tensor, model: nn.Module) -> None:
             f"the input is on {x.device} but the model is on {device}; move one of them, "
             f"e.g. x.to({str(device)!r})"
         )
-    dtype = params[0].dtype
+    dtype = first.dtype
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"the input is {x.dtype} but the model's parameters are {dtype}; convert the "

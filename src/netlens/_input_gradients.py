@@ -58,6 +58,14 @@ _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Exact types: a subclass may compute something else in ``forward``.
 LAYER_TYPES = (*_BATCHNORMS, *_CONVOLUTIONS, nn.ReLU)
 
+#: Inputs of fewer elements are left to autograd by the methods (4 MiB in float32).
+#: A rule costs a few tens of microseconds of Python per call and saves its
+#: input's activation; on a ResNet-18 at batch 1 (224 x 224) the rules on every
+#: layer make the input gradient 6 percent slower than autograd's while saving
+#: about 20 MiB, and no input there reaches this size. At batch 16 every layer
+#: up to the last stage does, and the memory bounds hold.
+WORTH_A_RULE = 1 << 20
+
 
 class _Reattach(torch.autograd.Function):
     """Give ``y``, computed from ``x`` without autograd, the input gradient ``vjp(dy, *kept)``."""
@@ -176,9 +184,15 @@ def _in_checkpoint() -> bool:
     return hooks is not None and getattr(hooks[0], "__module__", "") == "torch.utils.checkpoint"
 
 
-def rule_for(module: nn.Module, x: object) -> Rule | None:
-    """How to reattach this call's output, or ``None`` to let autograd record it."""
+def rule_for(module: nn.Module, x: object, min_elements: int = 0) -> Rule | None:
+    """How to reattach this call's output, or ``None`` to let autograd record it.
+
+    ``None`` also for an input of fewer than ``min_elements`` elements, whose
+    activation is not worth a rule's fixed cost.
+    """
     if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
+        return None
+    if x.numel() < min_elements:
         return None
     if _left_to_autograd(module):
         return None

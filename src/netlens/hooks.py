@@ -569,7 +569,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     with _HOLDS.lock:
         count, flags = _HOLDS.held.get(key, (0, []))
         if count == 0:
-            flags = [(m, m.training) for m in model.modules()]
+            # Only the modules in training mode: the flags of the others stay as they are.
+            flags = [(m, True) for m in model.modules() if m.training]
             for module, _ in flags:
                 module.training = False
         _HOLDS.held[key] = (count + 1, flags)
@@ -592,6 +593,7 @@ def input_gradients_only(
     backward_layout: torch.memory_format | None = None,
     *,
     guided: bool = False,
+    min_elements: int = 0,
 ) -> Iterator[nn.Module]:
     r"""Inside this block, layers keep only what gradients to their inputs need.
 
@@ -602,6 +604,11 @@ def input_gradients_only(
     BatchNorm or convolution input is kept, and a ReLU keeps a boolean mask.
     Parameters of these layers receive no gradient. On a ResNet-50 this cuts
     what autograd holds for the backward pass by about four fifths.
+
+    With ``min_elements``, calls whose input has fewer elements are left to
+    autograd: a rule costs some Python per call, worth it for the memory of
+    large activations only (the methods pass
+    :data:`netlens._input_gradients.WORTH_A_RULE`, 2\ :sup:`20`).
 
     With ``backward_layout`` (``torch.channels_last``), the backward pass
     through 2-d convolutions runs in that layout whatever the forward pass's,
@@ -638,7 +645,7 @@ def input_gradients_only(
     def before(module: nn.Module, args: tuple[object, ...]) -> None:
         if threading.get_ident() != owner or in_backward():
             return
-        rule = rule_for(module, args[0] if args else None)
+        rule = rule_for(module, args[0] if args else None, min_elements)
         pending.append(rule)
         if rule is not None:
             torch.set_grad_enabled(False)

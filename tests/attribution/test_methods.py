@@ -16,6 +16,7 @@ from conftest import (
     snapshot,
 )
 from netlens import CAM, FeatureExtractor, GradCAM, Saliency
+from netlens._plan import channels_last_possible, forced_layout
 from netlens.attribution import CAMNotApplicableError
 from netlens.data import SmallResNet, load_digits, train_classifier
 from netlens.layers import resolve_layer
@@ -369,17 +370,16 @@ def _layouts(model: nn.Module, names: list[str]) -> tuple[dict[str, bool], list]
 
 
 def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_layout():
-    from netlens.attribution.base import channels_last_helps
-
     model = torchvision.models.resnet18(num_classes=7).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    if not channels_last_helps(model, x):
+    if not channels_last_possible(model, x):
         pytest.skip("no oneDNN on this CPU")
     before = snapshot(model)
     given = x.clone()
     seen, handles = _layouts(model, ["layer2", "layer4"])
     try:
-        maps = GradCAM(model, "layer3")(x, target=[1, 4], size=None)
+        with forced_layout(channels_last=True):
+            maps = GradCAM(model, "layer3")(x, target=[1, 4], size=None)
     finally:
         for handle in handles:
             handle.remove()
@@ -388,7 +388,7 @@ def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_
     assert_unchanged(model, before)
     # The same maps as with oneDNN off (default layout throughout) and as captum's.
     with torch.backends.mkldnn.flags(enabled=False):
-        assert not channels_last_helps(model, x)
+        assert not channels_last_possible(model, x)
         default = GradCAM(model, "layer3")(x, target=[1, 4], size=None)
     reference = captum_attr.LayerGradCam(model, model.layer3).attribute(
         x, target=[1, 4], relu_attributions=True
@@ -398,20 +398,44 @@ def test_gradcam_runs_below_the_layer_channels_last_and_the_head_in_the_default_
 
 
 def test_gradcam_reruns_in_the_default_layout_when_the_model_needs_it():
-    from netlens.attribution.base import channels_last_helps
-
     torch.manual_seed(0)
     model = ViewBetweenConvolutions().eval()
     x = torch.randn(3, 3, 12, 12)
-    if not channels_last_helps(model, x):
+    if not channels_last_possible(model, x):
         pytest.skip("no oneDNN on this CPU")
     with pytest.raises(RuntimeError, match="view size is not compatible"):
         model.conv1(x.contiguous(memory_format=torch.channels_last)).view(3, -1)
     before = snapshot(model)
-    maps = GradCAM(model, "conv2")(x, target=[0, 2, 4], size=None)
+    with forced_layout(channels_last=True):
+        maps = GradCAM(model, "conv2")(x, target=[0, 2, 4], size=None)
     assert_unchanged(model, before)
     reference = captum_attr.LayerGradCam(model, model.conv2).attribute(
         x, target=[0, 2, 4], relu_attributions=True
     )
     assert maps.shape == (3, 12, 12)
     assert _relative_error(maps, reference.squeeze(1)) <= 1e-5
+
+
+#: Methods whose definition is one forward pass, whatever the number of targets (Guided
+#: Grad-CAM is two: Grad-CAM's and the guided one, whose ReLUs change the layer's gradient).
+MANY_PASSES = {"scorecam", "ablationcam", "occlusion", "integratedgradients", "smoothgrad"}
+ONE_PASS = [name for name in QUICK if name not in MANY_PASSES | {"guidedgradcam"}]
+
+
+@pytest.mark.parametrize("name", ONE_PASS)
+def test_k_classes_per_image_take_one_forward_pass(name):
+    model = torchvision.models.resnet18(num_classes=9).eval()
+    x = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 4, 8, 2], [1, 1, 5, 7], [3, 6, 0, 8]])
+    method = QUICK[name](model)
+    method(x[:1], 0)  # the default layers are found once per model
+    passes = []
+    handle = model.conv1.register_forward_pre_hook(lambda m, args: passes.append(len(args[0])))
+    try:
+        maps = method(x, targets)
+    finally:
+        handle.remove()
+    assert passes == [3]  # once for the four classes, not once per class
+    assert maps.shape == (3, 4, 48, 48)
+    # Column k equals a call for column k alone (netlens.testing checks every method so).
+    assert torch.allclose(maps[:, 2], method(x, targets[:, 2]), rtol=1e-5, atol=1e-6)

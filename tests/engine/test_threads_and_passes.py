@@ -252,21 +252,26 @@ def test_layer_names_with_an_example_list_the_calls(lenets):
     assert "pool" not in names and "conv1" in names
 
 
-def test_finding_the_default_layers_costs_one_forward_pass():
+def test_finding_the_default_layers_costs_one_forward_pass_per_model():
+    import torchvision
+
     from netlens import CAM
 
-    model = get_model("resnet18")
+    model = torchvision.models.resnet18(num_classes=5).eval()
     x = torch.randn(1, 3, 32, 32)
     passes = []
     handle = model.register_forward_pre_hook(lambda m, a: passes.append(1))
     try:
-        for method in (CAM, GradCAM):
+        CAM(model)(x)
+        assert len(passes) == 2  # one to find the layers, one to explain
+        for method in (CAM, GradCAM, CAM):  # made afresh: the layers are known
             passes.clear()
-            instance = method(model)
-            instance(x)
-            assert len(passes) == 2, method  # one to find the layers, one to explain
-            passes.clear()
-            instance(x)
-            assert len(passes) == 1
+            method(model)(x)
+            assert len(passes) == 1, method
+        model.fc = torch.nn.Linear(512, 5)  # another module: found again
+        passes.clear()
+        assert CAM(model).fc_name is None
+        CAM(model)(x)
+        assert len(passes) == 2
     finally:
         handle.remove()

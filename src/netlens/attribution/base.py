@@ -14,6 +14,8 @@ per sample, ``(N, K, H, W)`` for ``K``).
 from __future__ import annotations
 
 import numbers
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -183,6 +185,7 @@ class LayerAttribution(Attribution):
         super().__init__(model, output=output)
         self._layer = resolve_layer(model, layer) if layer is not None else None
         self._defaults: Defaults | None = None
+        self._axes: dict[str, bool] = {}  # layer name -> channels-last output, found once
         self.channels_last = channels_last
 
     def __repr__(self) -> str:
@@ -194,9 +197,14 @@ class LayerAttribution(Attribution):
         return self._layer[0] if self._layer else None
 
     def defaults(self, x: Tensor) -> Defaults:
-        """The model's default layers, found once with one forward pass on ``x[:1]``."""
+        """The model's default layers, found with one forward pass on ``x[:1]``.
+
+        Kept for the model while its modules stay the same, so that methods
+        made afresh for every call (``GradCAM(model)(x)``) do not pay that pass
+        again.
+        """
         if self._defaults is None:
-            self._defaults = find_defaults(self.model, x, output=self.output)
+            self._defaults = _known_defaults(self.model, x, self.output)
         return self._defaults
 
     def _resolve(self, x: Tensor) -> tuple[str, nn.Module]:
@@ -210,8 +218,38 @@ class LayerAttribution(Attribution):
             return spatial(name, value, self.title)
         last = self.channels_last
         if last is None:
-            last = channel_axis(self.model, name) == -1
+            if self._axes.get(name) is None:
+                self._axes[name] = channel_axis(self.model, name) == -1
+            last = self._axes[name]
         return value.permute(0, 3, 1, 2) if last else value
+
+
+_DEFAULTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[object, ...], Defaults]] = (
+    weakref.WeakKeyDictionary()
+)
+_DEFAULTS_LOCK = threading.Lock()
+
+
+def _known_defaults(model: nn.Module, x: Tensor, output: OutputFn | None) -> Defaults:
+    """:func:`~netlens.layers.find_defaults` once per model, modules, input shape and output."""
+    key = (
+        tuple((name, id(module)) for name, module in model.named_modules()),
+        tuple(x.shape[1:]),
+        x.dtype,
+        x.device,
+        output,
+    )
+    with _DEFAULTS_LOCK:
+        known = _DEFAULTS.get(model)
+    if known is not None and known[0] == key:
+        return known[1]
+    found = find_defaults(model, x, output=output)
+    with _DEFAULTS_LOCK:
+        try:
+            _DEFAULTS[model] = (key, found)
+        except TypeError:  # a module that cannot be weakly referenced
+            pass
+    return found
 
 
 @dataclass
@@ -266,6 +304,16 @@ class Targets:
             )
         return cls(tensor.reshape(-1).expand(n), n)
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the classes depend on the logits of the input itself (top-1 or a function).
+
+        Given classes need only the logits' width and device, so a method that
+        never runs the model on the input as given (Integrated Gradients,
+        SmoothGrad, Occlusion) can resolve them on the logits of any batch.
+        """
+        return self.value is None or (callable(self.value) and not isinstance(self.value, Tensor))
+
     def resolve(self, logits: Tensor) -> Tensor:
         """Class indices ``(N, K)`` on the logits' device, checked against the class count."""
         if logits.dim() != 2:
@@ -287,13 +335,30 @@ class Targets:
         targets = value.to(logits.device).long()
         if targets.dim() == 1:
             targets = targets.unsqueeze(1)
+        return _check_range(targets, classes)
+
+    def given(self, device: torch.device) -> Tensor:
+        """Given classes ``(N, K)`` on ``device``, not yet checked against the class count.
+
+        For a method that hands them to another call which checks them
+        (SmoothGrad's wrapped method); raises when :attr:`needs_logits`.
+        """
+        if self.needs_logits:
+            raise ValueError("these targets depend on the logits: use resolve(logits)")
+        assert isinstance(self.value, Tensor)
+        targets = self.value.to(device).long()
+        return targets.unsqueeze(1) if targets.dim() == 1 else targets
+
+
+def _check_range(targets: Tensor, classes: int) -> Tensor:
+    low, high = targets.aminmax()
+    if int(low) < 0 or int(high) >= classes:
         bad = targets[(targets < 0) | (targets >= classes)]
-        if bad.numel():
-            raise IndexError(
-                f"target {bad.unique().tolist()} out of range: the model has {classes} "
-                f"classes (valid: 0 to {classes - 1})"
-            )
-        return targets
+        raise IndexError(
+            f"target {bad.unique().tolist()} out of range: the model has {classes} "
+            f"classes (valid: 0 to {classes - 1})"
+        )
+    return targets
 
 
 def _target_tensor(target: object) -> Tensor:
@@ -388,24 +453,3 @@ def spatial(name: str, value: Tensor, method: str) -> Tensor:
             "(netlens.layers.find_feature_layer finds the last one)."
         )
     return value
-
-
-def channels_last_helps(model: nn.Module, x: Tensor) -> bool:
-    """Whether running ``model`` on ``x`` in channels-last layout is the faster way on this host.
-
-    On the CPU, oneDNN computes 2-d convolutions natively in channels-last
-    (NHWC) layout; a batch in the default NCHW layout is reordered to and from
-    it around every convolution. For float32 image batches on a CPU with
-    oneDNN and a model with 2-d convolutions, handing it the batch in
-    channels-last layout skips those reorders (ResNet-50 forward: about a
-    fifth faster).
-    """
-    return (
-        x.dim() == 4
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and bool(torch.backends.mkldnn.enabled)
-        and not x.is_contiguous(memory_format=torch.channels_last)
-        and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    )

@@ -10,11 +10,15 @@ exists. A subclass says only :meth:`GradientCAM.weights`.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netlens.attribution.base import LayerAttribution, Targets, channels_last_helps
+from netlens._input_gradients import WORTH_A_RULE
+from netlens._plan import Plan, size_plan
+from netlens.attribution.base import LayerAttribution, Targets
 from netlens.errors import NetlensError
 from netlens.hooks import HookSession, Tap, input_gradients_only, run_forward
 
@@ -41,11 +45,13 @@ class GradientCAM(LayerAttribution):
     (:func:`netlens.hooks.input_gradients_only`). The feature map is the
     layer's output as it returned, before any later in-place operation.
 
-    On the CPU (float32 images, oneDNN), the network below the layer runs on a
-    channels-last copy of the batch, oneDNN's native convolution layout, and
-    the layer's output goes on in the default layout. If the model's own code
-    raises on that copy (a ``.view``, an ``is_contiguous()`` check), the pass is
-    run again on the batch as given, so the optimisation is never visible.
+    On the CPU (float32 images, oneDNN), where the batch is large enough for
+    it to be faster (:mod:`netlens._plan`), the network below the layer runs
+    on a channels-last copy of the batch, oneDNN's native convolution layout,
+    and the layer's output goes on in the default layout. If the model's own
+    code raises on that copy (a ``.view``, an ``is_contiguous()`` check), the
+    pass is run again on the batch as given, so the optimisation is never
+    visible.
 
     Examples
     --------
@@ -69,21 +75,28 @@ class GradientCAM(LayerAttribution):
         return F.relu((weights * activation).sum(1))
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
-        if channels_last_helps(self.model, x):
-            try:
-                return self._maps(x.contiguous(memory_format=torch.channels_last), targets)
-            except NetlensError:
-                raise
-            except Exception:  # noqa: BLE001 - the model's code refused the layout: run as given
-                pass
-        return self._maps(x, targets)
+        with size_plan(self.model, x) as plan:
+            if plan.channels_last:
+                try:
+                    last = x.contiguous(memory_format=torch.channels_last)
+                    return self._maps(last, targets, plan)
+                except NetlensError:
+                    raise
+                except Exception:  # noqa: BLE001 - the model's code refused the layout
+                    pass
+            return self._maps(x, targets, plan)
 
-    def _maps(self, x: Tensor, targets: Targets) -> Tensor:
+    def _maps(self, x: Tensor, targets: Targets, plan: Plan) -> Tensor:
         name, module = self._resolve(x)
         # Back to the default layout at the layer: the map comes out in it, and
         # the head (often ``x.view(n, -1)``) sees what it would without netlens.
         tap = Tap(name, module, "leaf", replace=_default_layout)
-        with torch.no_grad(), input_gradients_only(self.model):
+        lean = (
+            input_gradients_only(self.model, min_elements=WORTH_A_RULE)
+            if plan.rules
+            else nullcontext()
+        )
+        with torch.no_grad(), lean:
             logits, found = run_forward(
                 self.model, x, HookSession(self.model, [tap]), output=self.output
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens.attribution.base import Targets, channels_last_helps
+from netlens._input_gradients import WORTH_A_RULE
+from netlens._plan import size_plan
+from netlens.attribution.base import Targets
 from netlens.attribution.saliency import ChannelReduce, InputGradientAttribution
 from netlens.hooks import OutputFn, input_gradients_only
 
@@ -213,16 +216,16 @@ class IntegratedGradients(InputGradientAttribution):
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
         baseline = self.baseline_for(x)
-        with torch.no_grad():
-            logits = self.logits(self.model(x))
-        classes = targets.resolve(logits)  # on the input's own logits
+        classes = None
+        if targets.needs_logits:  # the top class or a function of the input's own logits
+            with torch.no_grad():
+                classes = targets.resolve(self.logits(self.model(x)))
         path = (x - baseline).detach()
-        n, columns = classes.shape
+        n = x.shape[0]
         accumulate = torch.promote_types(x.dtype, torch.float32)
-        totals = [torch.zeros(x.shape, dtype=accumulate, device=x.device) for _ in range(columns)]
+        totals: list[Tensor] = []
         alphas = torch.as_tensor(self.alphas, device=x.device)
         weights = torch.as_tensor(self.weights, device=x.device)
-        layout = torch.channels_last if channels_last_helps(self.model, x) else None
         count = self.steps * n  # step-major: image p is step p // n of sample p % n
         starts = range(0, count, self.batch_size)
         for start in tqdm(starts, desc=self.title, unit="batch", disable=not self.progress):
@@ -230,14 +233,28 @@ class IntegratedGradients(InputGradientAttribution):
             step, sample = pair // n, pair % n
             alpha = alphas[step].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
             inputs = (baseline[sample] + alpha * path[sample]).requires_grad_(True)
-            with (
-                torch.enable_grad(),
-                input_gradients_only(self.model, backward_layout=layout),
-            ):
-                scores = self.logits(self.model(inputs))
-            weight = weights[step].to(accumulate).view(-1, *([1] * (x.dim() - 1)))
-            gradients = self.class_gradients(x, scores, classes[sample], inputs, "the input")
-            for total, gradient in zip(totals, gradients, strict=True):
-                total.index_add_(0, sample, gradient.to(accumulate) * weight)
+            with size_plan(self.model, inputs) as plan:
+                lean = (
+                    input_gradients_only(
+                        self.model,
+                        backward_layout=torch.channels_last if plan.channels_last else None,
+                        min_elements=WORTH_A_RULE,
+                    )
+                    if plan.rules
+                    else nullcontext()
+                )
+                with torch.enable_grad(), lean:
+                    scores = self.logits(self.model(inputs))
+                if classes is None:  # given classes, checked against the logits' width
+                    classes = targets.resolve(scores)
+                if not totals:
+                    totals = [
+                        torch.zeros(x.shape, dtype=accumulate, device=x.device)
+                        for _ in range(classes.shape[1])
+                    ]
+                weight = weights[step].to(accumulate).view(-1, *([1] * (x.dim() - 1)))
+                gradients = self.class_gradients(x, scores, classes[sample], inputs, "the input")
+                for total, gradient in zip(totals, gradients, strict=True):
+                    total.index_add_(0, sample, gradient.to(accumulate) * weight)
         path = path.to(accumulate)
         return torch.stack([self.reduce(path * total) for total in totals], 1)

@@ -144,22 +144,22 @@ class Occlusion(PerturbationAttribution):
         n, channels, height, width = x.shape
         boxes = self.windows(height, width)
         fill = self._fill(x)
-        with torch.no_grad():
-            logits = self.logits(self.model(x))
-        classes = targets.resolve(logits)  # (N, K), on the images as given
         # Row 0 of each image is the image itself, run in the same batches as its
         # occluded copies: each drop is a difference of two logits computed alike,
-        # and an image's map does not depend on the other images of the batch.
+        # an image's map does not depend on the other images of the batch, and
+        # the classes are resolved on those rows: no pass on the images alone.
         rows = len(boxes) + 1
         found: list[list[Tensor]] = [[] for _ in range(n)]
         image = x.detach()
         for i, part in self._slices(n, rows):
             with torch.no_grad():
                 found[i].append(self.logits(self.model(_occluded(image[i], boxes, fill, part))))
-        kind = torch.promote_types(logits.dtype, torch.float32)
+        scores = [torch.cat(parts) for parts in found]  # (1 + P, classes) per image
+        classes = targets.resolve(torch.stack([s[0] for s in scores]))
+        kind = torch.promote_types(scores[0].dtype, torch.float32)
         maps = []
-        for scores, wanted in zip(found, classes, strict=True):
-            chosen = torch.cat(scores)[:, wanted].to(kind)  # (1 + P, K)
+        for chosen_all, wanted in zip(scores, classes, strict=True):
+            chosen = chosen_all[:, wanted].to(kind)  # (1 + P, K)
             drops = chosen[0] - chosen[1:]
             total = torch.zeros(len(wanted), height, width, dtype=kind, device=x.device)
             covered = torch.zeros(height, width, dtype=kind, device=x.device)

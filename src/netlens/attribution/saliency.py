@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from netlens.attribution.base import Attribution, Targets, channels_last_helps
+from netlens._input_gradients import WORTH_A_RULE
+from netlens._plan import size_plan
+from netlens.attribution.base import Attribution, Targets
 from netlens.hooks import OutputFn, input_gradients_only
 
 __all__ = ["ChannelReduce", "InputGradientAttribution", "Saliency"]
@@ -62,14 +65,22 @@ class InputGradientAttribution(Attribution):
     def classes_and_gradients(self, x: Tensor, targets: Targets) -> tuple[Tensor, list[Tensor]]:
         """The resolved classes ``(N, K)`` and :meth:`input_gradients` for them."""
         inputs = x.detach().clone().requires_grad_(True)
-        layout = torch.channels_last if channels_last_helps(self.model, x) else None
-        with (
-            torch.enable_grad(),
-            input_gradients_only(self.model, backward_layout=layout, guided=self.guided),
-        ):
-            logits = self.logits(self.model(inputs))
-        classes = targets.resolve(logits)
-        return classes, list(self.class_gradients(x, logits, classes, inputs, "the input"))
+        with size_plan(self.model, x) as plan:
+            lean = (
+                input_gradients_only(
+                    self.model,
+                    backward_layout=torch.channels_last if plan.channels_last else None,
+                    guided=self.guided,
+                    min_elements=WORTH_A_RULE,
+                )
+                if plan.rules or self.guided
+                else nullcontext()
+            )
+            with torch.enable_grad(), lean:
+                logits = self.logits(self.model(inputs))
+            classes = targets.resolve(logits)
+            gradients = list(self.class_gradients(x, logits, classes, inputs, "the input"))
+        return classes, gradients
 
     def reduce(self, attribution: Tensor) -> Tensor:
         """One map ``(N, H, W)`` from an input-shaped ``(N, C, H, W)`` tensor."""
@@ -101,7 +112,11 @@ class Saliency(InputGradientAttribution):
     (:func:`netlens.hooks.input_gradients_only`): on a ResNet-50 autograd
     then holds 220 MiB for a batch of 16 images of 224 x 224 instead of 1.3 GiB.
 
-    On the CPU (float32 images, oneDNN), the backward pass through 2-d
+    The rules apply to layers whose input has at least
+    :data:`~netlens._input_gradients.WORTH_A_RULE` elements; where none does
+    (a ResNet at batch 1) the call is plain autograd, whose Python costs less.
+    On the CPU (float32 images, oneDNN), where the batch is large enough for
+    it to pay (:mod:`netlens._plan`), the backward pass through 2-d
     convolutions runs in channels-last layout, oneDNN's native one; the
     forward pass, and with it every ReLU mask, stays in the input's layout, so
     the map equals the default layout's up to float rounding.

@@ -133,9 +133,11 @@ class SmoothGrad(Attribution):
             raise ValueError(
                 "SmoothGrad needs finite images: the noise is a fraction of each image's range"
             )
-        with torch.no_grad():
-            logits = self.logits(self.model(x))
-        classes = targets.resolve(logits)  # (N, K), from the images without noise
+        if targets.needs_logits:  # from the images without noise
+            with torch.no_grad():
+                classes = targets.resolve(self.logits(self.model(x)))
+        else:  # checked by the wrapped method
+            classes = targets.given(x.device)
         kind = torch.float64 if x.dtype == torch.float64 else torch.float32
         starts = range(0, self.samples, self.batch_size)
         sums = []

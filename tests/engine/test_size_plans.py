@@ -1,0 +1,171 @@
+"""Size plans: channels-last where convolutions read more than their weights, rules if they pay."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netlens import GradCAM, Saliency
+from netlens._input_gradients import WORTH_A_RULE
+from netlens._plan import Plan, channels_last_possible, forced_layout, size_plan
+from netlens.attribution import IntegratedGradients
+from netlens.testing import assert_unchanged, snapshot
+
+
+class Wide(nn.Module):
+    """Few weights, large activations: channels-last by the rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(h.mean((2, 3)))
+
+
+class Deep(Wide):
+    """Many weights, small activations: the input's layout by the rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 256, 3, padding=1)
+        self.conv2 = nn.Conv2d(256, 8, 3, padding=1)
+
+
+def _reads_and_weights(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Elements read by and weights of every convolution call, counted independently."""
+    counts = [0, 0]
+
+    def count(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        counts[0] += args[0].numel()
+        counts[1] += module.weight.numel()
+
+    handles = [m.register_forward_pre_hook(count) for m in model.modules() if type(m) is nn.Conv2d]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return counts[0], counts[1]
+
+
+def _layouts_seen(model: nn.Module, run) -> list[bool]:
+    seen: list[bool] = []
+    handle = model.conv2.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize(("cls", "size", "expected"), [(Wide, 24, True), (Deep, 4, False)])
+def test_the_first_call_counts_and_later_calls_follow_the_rule(cls, size, expected):
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = torch.randn(2, 3, size, size)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    reads, weights = _reads_and_weights(model, x)
+    assert (reads >= weights) is expected
+    before = snapshot(model)
+    method = GradCAM(model, "conv2")
+    first = _layouts_seen(model, lambda: method(x, 1, size=None))
+    later = _layouts_seen(model, lambda: method(x, 1, size=None))
+    assert first == [False] and later == [expected]
+    assert_unchanged(model, before)
+    # Another shape is decided afresh.
+    assert _layouts_seen(model, lambda: method(x[:1], 1, size=None)) == [False]
+
+
+def test_the_rule_runs_resnet18_at_batch_1_as_given_and_at_batch_16_channels_last():
+    model = torchvision.models.resnet18().eval()
+    small, large = torch.randn(1, 3, 224, 224), torch.randn(16, 3, 224, 224)
+    if not channels_last_possible(model, small):
+        pytest.skip("no oneDNN on this CPU")
+    for x, expected in [(small, False), (large, True)]:
+        reads, weights = _reads_and_weights(model, x)
+        assert (reads >= weights) is expected
+    with size_plan(model, small[:, :, :8, :8]) as plan:
+        assert plan == Plan()  # the first call for a shape counts, in the safe plan
+        with torch.no_grad():
+            model(small[:, :, :8, :8])
+    with size_plan(model, small[:, :, :8, :8]) as plan:
+        assert plan == Plan(channels_last=False, rules=False)
+
+
+def test_the_rules_hooks_are_skipped_only_where_no_layer_input_reaches_their_size():
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 224, 224)
+    largest = []
+    handles = [
+        m.register_forward_pre_hook(lambda m, args: largest.append(args[0].numel()))
+        for m in model.modules()
+        if type(m) in (nn.Conv2d, nn.BatchNorm2d, nn.ReLU)
+    ]
+    with torch.no_grad():
+        model(x)
+        model(x[:, :, :160, :160].repeat(4, 1, 1, 1))
+    for handle in handles:
+        handle.remove()
+    half = len(largest) // 2
+    assert max(largest[:half]) < WORTH_A_RULE <= max(largest[half:])
+    method = Saliency(model)
+    hooks = []
+    spy = model.layer1[0].conv1.register_forward_pre_hook(
+        lambda m, args: hooks.append(len(m._forward_pre_hooks))
+    )
+    try:
+        for batch in [x, x, x[:, :, :160, :160].repeat(4, 1, 1, 1)] * 2:
+            method(batch, 1)
+    finally:
+        spy.remove()
+    # Batch 1: the rules' hooks on the first call only; batch 4 at 160 px: on every call.
+    assert [n > 1 for n in hooks] == [True, False, True, False, False, True]
+
+
+def test_a_failed_first_pass_decides_nothing():
+    model = Wide().eval()
+    x = torch.randn(2, 3, 24, 24)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    with pytest.raises(RuntimeError, match="boom"), size_plan(model, x):
+        with torch.no_grad():
+            model.conv1(x)
+        raise RuntimeError("boom")
+    with size_plan(model, x) as plan:
+        assert plan == Plan()  # still counting
+    assert model.conv1._forward_pre_hooks == {} and model.conv2._forward_pre_hooks == {}
+
+
+def test_forced_layouts_give_equal_maps_and_stay_on_their_thread():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    x = torch.randn(2, 3, 48, 48)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    methods = [GradCAM(model, "layer3"), Saliency(model), IntegratedGradients(model, steps=3)]
+    other: list[bool] = []
+    with forced_layout(channels_last=True):
+        last = [m(x, [1, 4], size=None) for m in methods]
+        thread = threading.Thread(
+            target=lambda: other.append(
+                _layouts_seen(model.layer1[0], lambda: methods[0](x, 1, size=None))[0]
+            )
+        )
+        thread.start()
+        thread.join()
+    with forced_layout(channels_last=False):
+        given = [m(x, [1, 4], size=None) for m in methods]
+    assert other == [False]  # the other thread's first call counts, in the input's layout
+    for a, b in zip(last, given, strict=True):
+        scale = b.abs().amax().clamp_min(1e-12)
+        assert float((a - b).abs().amax() / scale) <= 1e-5
