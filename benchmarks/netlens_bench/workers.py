@@ -1,0 +1,96 @@
+"""What runs inside one fresh worker process: one case, or one throughput measurement."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from netlens import FeatureExtractor
+from netlens.errors import CAMNotApplicableError
+from netlens_bench import cases, models
+from netlens_bench.measure import peak_of_call, prepare_worker, time_calls
+from netlens_bench.models import Config, PassCounter
+
+
+def measure_case(
+    method: str,
+    library: str,
+    config: Config,
+    device: str,
+    repeats: int,
+    keep_heap: bool,
+    threads: int,
+    weights: str | None = None,
+) -> dict[str, object]:
+    """Peak memory and passes of the first full call, then ``repeats`` timed calls.
+
+    The model and input are built, the case runs once on the first image
+    (loads code paths and kernels; where netlens finds the method does not
+    apply to the model, the case is "n/a"), the next call on the full batch
+    gives the peak (with the default allocator settings) and the forward
+    passes, and serves as the warm-up for the timed calls
+    (:func:`~netlens_bench.measure.time_calls`).
+    """
+    prepare_worker(threads)
+    case = cases.find(method, library)
+    s = models.build(config, device, weights)
+    try:
+        case.build(s.head(1))()
+    except CAMNotApplicableError as error:
+        return {"status": "n/a", "note": str(error)}
+    run = case.build(s)
+    counter = PassCounter(s.model)
+    try:
+        result = peak_of_call(run, device)
+    finally:
+        counter.remove()
+    result["passes"] = [counter.whole, counter.head]
+    result["times_s"] = time_calls(run, device, repeats, keep_heap)
+    result["status"] = "ok"
+    return result
+
+
+def measure_throughput(
+    library: str,
+    images: int,
+    batch: int,
+    side: int,
+    device: str,
+    repeats: int,
+    keep_heap: bool,
+    threads: int,
+    weights: str | None = None,
+) -> dict[str, object]:
+    """Passes over a DataLoader of random images: ``FeatureExtractor.extract`` or a bare loop.
+
+    netlens: ``FeatureExtractor(resnet18, ["layer4", "avgpool"]).extract(loader)``
+    (full feature maps, concatenated on the CPU); the baseline: the same
+    forward passes over the same loader under ``torch.no_grad()``, outputs
+    dropped. The first pass gives the peak, as for the cases.
+    """
+    prepare_worker(threads)
+    model = models.load_model("resnet18", weights).eval().to(device)
+    pixels = torch.randn(images, 3, side, side, generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(TensorDataset(pixels, torch.zeros(images, dtype=torch.long)), batch)
+
+    def extract() -> object:
+        extractor = FeatureExtractor(model, ["layer4", "avgpool"])
+        return extractor.extract(loader, progress=False)
+
+    def bare() -> object:
+        with torch.no_grad():
+            for x, _ in loader:
+                model(x.to(device))
+
+    run = extract if library == "netlens" else bare
+    with torch.no_grad():
+        model(pixels[:1].to(device))  # loads code paths and kernels
+    gc.collect()
+    result = peak_of_call(run, device)
+    result["times_s"] = time_calls(run, device, repeats, keep_heap)
+    result["images_per_s"] = images / statistics.median(result["times_s"])
+    result["status"] = "ok"
+    return result
