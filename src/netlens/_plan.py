@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from netlens._input_gradients import LAYER_TYPES, WORTH_A_RULE
 
-__all__ = ["Plan", "channels_last_possible", "forced_layout", "size_plan"]
+__all__ = ["Plan", "channels_last_possible", "forced_layout", "refuse_channels_last", "size_plan"]
 
 # model -> {(shape, dtype, device): plan}
 _DECISIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], Plan]] = (
@@ -196,3 +196,16 @@ def size_plan(model: nn.Module, x: Tensor) -> Iterator[Plan]:
             _DECISIONS.setdefault(model, {})[key] = count.plan(possible)
         except TypeError:  # a module that cannot be weakly referenced
             pass
+
+
+def refuse_channels_last(model: nn.Module, x: Tensor) -> None:
+    """Remember that ``model``'s own code raised on a channels-last copy of ``x``.
+
+    Later calls of that shape run in the input's layout at once, instead of
+    paying for a failed pass first.
+    """
+    key = (tuple(x.shape), x.dtype, x.device)
+    with _LOCK:
+        plans = _DECISIONS.get(model)
+        if plans is not None and key in plans:
+            plans[key] = Plan(channels_last=False, rules=plans[key].rules)

@@ -169,3 +169,57 @@ def test_forced_layouts_give_equal_maps_and_stay_on_their_thread():
     for a, b in zip(last, given, strict=True):
         scale = b.abs().amax().clamp_min(1e-12)
         assert float((a - b).abs().amax() / scale) <= 1e-5
+
+
+class ViewBelowTheLayer(nn.Module):
+    """Merges channels with pixels by ``.view`` between convolutions: refuses channels-last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        h = h.view(len(h), -1).view(h.shape)
+        return self.fc(self.conv2(h).mean((2, 3)))
+
+
+def test_cam_runs_channels_last_where_the_rule_says_and_equals_the_default_layout():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    x = torch.randn(4, 3, 48, 48)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    from netlens import CAM
+
+    with forced_layout(channels_last=True):
+        seen = _layouts_seen(model.layer2[0], lambda: CAM(model)(x, [1, 2, 3, 4], size=None))
+        last = CAM(model)(x, [[1, 2], [3, 4], [5, 6], [0, 1]], size=None)
+    with forced_layout(channels_last=False):
+        given = CAM(model)(x, [[1, 2], [3, 4], [5, 6], [0, 1]], size=None)
+    assert seen and all(seen)  # the pass finding the default layers too
+    scale = given.abs().amax()
+    assert float((last - given).abs().amax() / scale) <= 1e-5
+
+
+def test_a_model_that_refuses_channels_last_runs_as_given_from_then_on():
+    model = ViewBelowTheLayer().eval()
+    x = torch.randn(2, 3, 64, 64)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        model.conv1(x.contiguous(memory_format=torch.channels_last)).view(2, -1)
+    method = GradCAM(model, "conv2")
+    passes = []
+    handle = model.conv1.register_forward_pre_hook(lambda m, args: passes.append(1))
+    try:
+        maps = [method(x, 1, size=None) for _ in range(3)]
+    finally:
+        handle.remove()
+    # Counting (as given); channels-last refused, then as given; as given at once.
+    assert len(passes) == 1 + 2 + 1
+    with size_plan(model, x) as plan:
+        assert not plan.channels_last
+    assert torch.allclose(maps[0], maps[2], rtol=1e-5, atol=1e-7)

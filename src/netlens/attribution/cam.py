@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netlens._plan import refuse_channels_last, size_plan
 from netlens.attribution.base import LayerAttribution, Targets
-from netlens.errors import CAMNotApplicableError
+from netlens.errors import CAMNotApplicableError, NetlensError
 from netlens.hooks import HookSession, OutputFn, Tap, run_forward
 from netlens.layers import LayerLike, resolve_layer
 
@@ -89,9 +90,24 @@ class CAM(LayerAttribution):
         return self._fc  # type: ignore[return-value]
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
+        with size_plan(self.model, x) as plan:
+            if plan.channels_last:
+                try:
+                    return self._maps(x.contiguous(memory_format=torch.channels_last), targets)
+                except NetlensError:
+                    raise
+                except Exception:  # noqa: BLE001 - the model's code refused the layout
+                    refuse_channels_last(self.model, x)
+            return self._maps(x, targets)
+
+    def _maps(self, x: Tensor, targets: Targets) -> Tensor:
         name, module = self._resolve(x)
         fc_name, fc = self._resolve_fc(x)
-        taps = [Tap(name, module, "copy"), Tap(fc_name, fc, "copy", where="input")]
+        # The rest of the network sees the layer's output in the default layout.
+        taps = [
+            Tap(name, module, "copy", replace=Tensor.contiguous),
+            Tap(fc_name, fc, "copy", where="input"),
+        ]
         with torch.no_grad():
             logits, found = run_forward(
                 self.model, x, HookSession(self.model, taps), output=self.output

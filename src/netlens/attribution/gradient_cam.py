@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netlens._input_gradients import WORTH_A_RULE
-from netlens._plan import Plan, size_plan
+from netlens._plan import Plan, refuse_channels_last, size_plan
 from netlens.attribution.base import LayerAttribution, Targets
 from netlens.errors import NetlensError
 from netlens.hooks import HookSession, Tap, input_gradients_only, run_forward
@@ -83,7 +83,7 @@ class GradientCAM(LayerAttribution):
                 except NetlensError:
                     raise
                 except Exception:  # noqa: BLE001 - the model's code refused the layout
-                    pass
+                    refuse_channels_last(self.model, x)
             return self._maps(x, targets, plan)
 
     def _maps(self, x: Tensor, targets: Targets, plan: Plan) -> Tensor:
