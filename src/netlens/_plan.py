@@ -62,6 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from netlens._input_gradients import LAYER_TYPES, WORTH_A_RULE
+from netlens.hooks import inputs_seen
 
 __all__ = ["Plan", "channels_last_possible", "forced_layout", "refuse_channels_last", "size_plan"]
 
@@ -135,30 +136,21 @@ _FIRST = Plan()
 class _Count:
     """What the first pass of a shape shows: convolution reads and weights, rule-sized inputs."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.owner = threading.get_ident()
+    def __init__(self) -> None:
         self.activations = 0
         self.weights = 0
         self.largest = 0
-        self.handles = [
-            m.register_forward_pre_hook(self._count)
-            for m in model.modules()
-            if type(m) in LAYER_TYPES or isinstance(m, nn.Conv2d)
-        ]
 
-    def _count(self, module: nn.Module, args: tuple[object, ...]) -> None:
-        if threading.get_ident() != self.owner or not args or not isinstance(args[0], Tensor):
-            return
-        size = args[0].numel()
+    @staticmethod
+    def counted(module: nn.Module) -> bool:
+        return type(module) in LAYER_TYPES or isinstance(module, nn.Conv2d)
+
+    def __call__(self, module: nn.Module, x: Tensor) -> None:
         if type(module) in LAYER_TYPES:
-            self.largest = max(self.largest, size)
+            self.largest = max(self.largest, x.numel())
         if isinstance(module, nn.Conv2d):
-            self.activations += size
+            self.activations += x.numel()
             self.weights += module.weight.numel()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
     def plan(self, possible: bool) -> Plan:
         channels_last = possible and bool(self.weights) and self.activations >= self.weights
@@ -186,11 +178,9 @@ def size_plan(model: nn.Module, x: Tensor) -> Iterator[Plan]:
     if known is not None:
         yield known
         return
-    count = _Count(model)
-    try:
+    count = _Count()
+    with inputs_seen(model, _Count.counted, count):
         yield _FIRST
-    finally:
-        count.remove()
     with _LOCK:
         try:
             _DECISIONS.setdefault(model, {})[key] = count.plan(possible)

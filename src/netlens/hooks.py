@@ -74,6 +74,7 @@ __all__ = [
     "hook_count",
     "in_backward",
     "input_gradients_only",
+    "inputs_seen",
     "run_forward",
     "split_call",
     "trace_calls",
@@ -728,6 +729,42 @@ def _check_guided(
         module.register_forward_pre_hook(before),
         module.register_forward_hook(after, always_call=True),
     ]
+
+
+@contextmanager
+def inputs_seen(
+    model: nn.Module,
+    select: Callable[[nn.Module], bool],
+    seen: Callable[[nn.Module, Tensor], None],
+) -> Iterator[None]:
+    """Inside this block, ``seen(module, x)`` for each call of a selected module on this thread.
+
+    ``x`` is the call's first positional input, when it is a tensor. The hooks
+    are removed on exit, also when the block raises.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> sizes = []
+    >>> with inputs_seen(net, lambda m: isinstance(m, nn.Linear),
+    ...                  lambda m, x: sizes.append(x.shape[-1])):
+    ...     _ = net(torch.randn(1, 3))
+    >>> sizes
+    [3, 4]
+    """
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple[object, ...]) -> None:
+        if threading.get_ident() == owner and args and isinstance(args[0], Tensor):
+            seen(module, args[0])
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if select(m)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
