@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from netlens._checks import check_images, check_matches_model
+from netlens._repr import ShortRepr
 from netlens.hooks import (
     ActiveSessions,
     HookSession,
@@ -244,8 +245,8 @@ def _zero_image(model: nn.Module) -> Tensor:
     return torch.zeros(1, conv.in_channels, 224, 224, dtype=weight.dtype, device=weight.device)
 
 
-@dataclass
-class AblationSearch:
+@dataclass(repr=False)
+class AblationSearch(ShortRepr):
     """Result of :func:`fewest_units_to_flip`.
 
     Attributes

@@ -34,6 +34,7 @@ from netlens._checks import (
     model_device,
     split_batch,
 )
+from netlens._repr import ShortRepr
 from netlens.errors import NotFittedError
 from netlens.hooks import HookSession, OutputFn, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, find_classifier, resolve_layer
@@ -391,7 +392,7 @@ class EmbeddingProbe:
             raise ValueError("knn_accuracy needs labels: fit(data, labels) or a labelled loader")
         indices, _ = self.knn(bank, k, metric=metric, exclude_self=True)
         predicted = majority_vote(self.labels[indices.cpu()])
-        return float((predicted == self.labels).float().mean())
+        return int((predicted == self.labels).sum()) / len(self.labels)
 
 
 def majority_vote(neighbour_labels: Tensor) -> Tensor:
@@ -448,8 +449,8 @@ def _chunks(x: Tensor, size: int) -> Iterator[tuple[int, Tensor]]:
         yield start, x[start : start + size]
 
 
-@dataclass
-class Comparison:
+@dataclass(repr=False)
+class Comparison(ShortRepr):
     """Two networks' feature spaces on the same images (see :func:`compare`).
 
     Attributes
@@ -511,7 +512,7 @@ def compare(
     idx_a, _ = probe_a.knn(bank_a, k, metric=metric, exclude_self=True)
     idx_b, _ = probe_b.knn(bank_b, k, metric=metric, exclude_self=True)
     shared = (idx_a.cpu()[:, :, None] == idx_b.cpu()[:, None, :]).any(2).sum(1)
-    per_image = shared.float() / k
+    per_image = shared.double() / k
     return Comparison(
         knn_accuracy_a=None if labels_a is None else probe_a.knn_accuracy(k, metric=metric),
         knn_accuracy_b=None if labels_b is None else probe_b.knn_accuracy(k, metric=metric),

@@ -47,11 +47,52 @@ class LayerNotFoundError(NetlensError, ValueError):
 
 
 class LayerNotReachedError(NetlensError, RuntimeError):
-    """A hooked module did not run during the forward pass."""
+    """A hooked module did not run during the forward pass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from netlens import FeatureExtractor
+    >>> class Skips(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv, self.unused = nn.Conv2d(3, 2, 1), nn.ReLU()
+    ...     def forward(self, x):
+    ...         return self.conv(x)  # self.unused never runs
+    >>> try:
+    ...     FeatureExtractor(Skips(), ["unused"])(torch.randn(1, 3, 4, 4))
+    ... except LayerNotReachedError as error:
+    ...     print(type(error).__name__)
+    LayerNotReachedError
+    """
 
 
 class RepeatedCallError(NetlensError, RuntimeError):
-    """A hooked module ran more than once in one forward pass and no call was chosen."""
+    """A hooked module ran more than once in one forward pass and no call was chosen.
+
+    Name the call, ``"layer:k"`` for the ``k``-th one, to read it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from netlens import FeatureExtractor
+    >>> class Twice(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.act = nn.ReLU()
+    ...     def forward(self, x):
+    ...         return self.act(self.act(x) - 1)
+    >>> try:
+    ...     FeatureExtractor(Twice(), ["act"])(torch.randn(1, 3, 2, 2))
+    ... except RepeatedCallError as error:
+    ...     print(type(error).__name__)
+    RepeatedCallError
+    >>> second = FeatureExtractor(Twice(), ["act:1"])(torch.ones(1, 3, 2, 2))["act:1"]
+    >>> second.shape, float(second.max())  # relu(relu(1) - 1)
+    (torch.Size([1, 3, 2, 2]), 0.0)
+    """
 
 
 class GraphCutError(NetlensError, RuntimeError):

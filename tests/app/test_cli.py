@@ -283,7 +283,9 @@ def assert_explained(stdout: str, overlay: Path, method: str) -> None:
     probabilities = [float(p) for _, p in ranked]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
     last = stdout.strip().splitlines()[-1]
-    assert last.startswith(f"wrote {overlay.name}: {METHODS[method].title} of "), last
+    title = re.escape(METHODS[method].title)
+    layer = r"( at [\w.:]+)?" if METHODS[method].needs_layer else ""
+    assert re.match(rf"wrote {re.escape(overlay.name)}: {title}{layer} of ", last), last
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -332,7 +334,7 @@ def test_explain_takes_a_layer_a_target_and_an_output_path(
     )
     assert code == 0, err
     assert_png(out)
-    assert "Grad-CAM of class 7" in stdout
+    assert "Grad-CAM at layer3 of cock (class 7)" in stdout  # ImageNet's name of class 7
 
 
 class DoubledGradCAM(GradCAM):
@@ -356,7 +358,7 @@ def test_a_registered_method_is_offered_and_run_with_no_change_to_the_command(
     code, stdout, err = call(capsys, "explain", picture, "--arch", "resnet18", *args)
     assert code == 0, err
     assert_png(out)
-    assert "Doubled Grad-CAM of" in stdout
+    assert "Doubled Grad-CAM at layer3 of" in stdout
 
 
 # the files explain reads and writes ------------------------------------------
@@ -416,7 +418,7 @@ def test_explain_prints_any_file_name_on_an_ascii_terminal(
     lines = terminal.read().strip().splitlines()
     assert code == 0
     assert os.path.exists(name.replace(".png", "_gradcam.png"))
-    assert lines[-1].startswith(f"wrote {printed}_gradcam.png: Grad-CAM of "), lines[-1]
+    assert lines[-1].startswith(f"wrote {printed}_gradcam.png: Grad-CAM at layer4 of "), lines[-1]
 
 
 def test_explain_out_without_an_extension_writes_that_file_as_png(
@@ -494,11 +496,13 @@ def write_bad_input(kind: str, folder: Path, picture: Path) -> list[object]:
         path.write_bytes(data[: len(data) // 2])
         return [path, "--arch", "resnet18", "--weights", weights]
     if kind == "wrong shapes":
-        torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+        state = torchvision.models.resnet18().state_dict()
+        state["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # a one-channel stem
+        torch.save(state, weights)
     elif kind == "not a state dict":
         torch.save([torch.zeros(2)], weights)
     elif kind == "checkpoint":
-        torch.save({"model": {"fc.weight": torch.zeros(2)}, "epoch": 9}, weights)
+        torch.save({"encoder": {"fc.weight": torch.zeros(2)}, "epoch": 9}, weights)
     elif kind == "missing weights":
         pass
     else:
@@ -523,9 +527,9 @@ def write_bad_input(kind: str, folder: Path, picture: Path) -> list[object]:
         ("truncated png", ["cut.png", "truncated"]),
         ("unknown arch", ["resnet81", "did you mean resnet18"]),
         ("unknown layer", ["layer5", "'layer4'"]),
-        ("wrong shapes", ["does not fit ResNet", "fc.weight: (10, 512) given, (1000, 512)"]),
+        ("wrong shapes", ["does not fit ResNet", "conv1.weight: (64, 1, 7, 7) given, (64, 3"]),
         ("not a state dict", ["holds a list, not a state dict"]),
-        ("checkpoint", ["looks like a checkpoint", "checkpoint['model']"]),
+        ("checkpoint", ["looks like a checkpoint", "checkpoint['encoder']"]),
         ("missing weights", ["no such weights file"]),
         ("target out of range", ["--target 1000", "1000 classes"]),
         ("missing output folder", ["does not exist"]),

@@ -197,7 +197,7 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, sa
         ([torch.zeros(3)], "holds a list"),
         ({}, "empty mapping"),
         ({1: torch.zeros(3)}, "has the key 1"),
-        ({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, "looks like a checkpoint"),
+        ({"encoder": {"w": torch.zeros(2)}, "epoch": 3}, "looks like a checkpoint"),
         ({"w": torch.zeros(2), "epoch": 3}, "entry 'epoch' holds an int"),
     ],
     ids=["tensor", "list", "empty", "int-key", "checkpoint", "non-tensor-value"],

@@ -21,6 +21,7 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -28,16 +29,26 @@ import torch
 from torch import Tensor, nn
 
 from netlens import __version__
-from netlens.app.files import apply_state_dict, load_state_dict, prepare_image, read_image, shown
+from netlens.app.files import (
+    apply_state_dict,
+    load_checkpoint,
+    prepare_image,
+    read_class_names,
+    read_image,
+    shown,
+)
 from netlens.attribution import METHODS
 from netlens.attribution.base import Attribution
 from netlens.errors import NetlensError
 from netlens.hooks import ModuleCall, trace_calls
 from netlens.layers import find_classifier, find_feature_layer
 from netlens.models import load_torchvision_classifier
+from netlens.models.torchvision_classifiers import _class_count
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from netlens.explanation import Explanation
 
 #: The largest ``--input-size`` of ``netlens layers``: VGG runs in about 2 GB at this size.
 MAX_INPUT_SIZE = 2048
@@ -109,7 +120,11 @@ def _add_explain(commands: argparse._SubParsersAction, common: argparse.Argument
         parents=[common],
         help="draw an attribution map of a torchvision classifier over an image",
         description="Run a torchvision classification network on an image, print its top-5 "
-        "classes and write the chosen attribution map over the image as a picture.",
+        "classes and write the chosen attribution map over the image as a picture. The "
+        "image is prepared as the architecture's torchvision weights expect: its shorter "
+        "side resized (256 px for most networks), then the centre square cut out (224 px), "
+        "then normalised; --no-crop keeps the whole picture instead. The picture is written "
+        "to --out, by default IMAGE-STEM_METHOD.png in the current folder.",
     )
     explain.add_argument("image", type=Path, help="image file (PNG, JPEG, ...)")
     explain.add_argument("--arch", required=True, help="torchvision architecture, e.g. resnet18")
@@ -118,8 +133,16 @@ def _add_explain(commands: argparse._SubParsersAction, common: argparse.Argument
         default="DEFAULT",
         help="DEFAULT (torchvision's pretrained weights, downloaded once) or another weights "
         "name of the architecture, always read as such; otherwise the path of a state dict "
-        "saved with torch.save(model.state_dict(), path) (write ./DEFAULT for a file of "
-        "that name)",
+        "saved with torch.save(model.state_dict(), path), or of a training checkpoint that "
+        "holds one under 'state_dict' or 'model' ('module.' prefixes are stripped, the "
+        "number of classes is read off the head; write ./DEFAULT for a file of that name)",
+    )
+    explain.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="class names, one per line in class order (default: ImageNet's for a "
+        "1000-class head, else 'class 0', 'class 1', ...)",
     )
     explain.add_argument(
         "--method",
@@ -129,6 +152,18 @@ def _add_explain(commands: argparse._SubParsersAction, common: argparse.Argument
         help=f"one of {methods} (default: %(default)s)",
     )
     explain.add_argument("--target", type=int, help="class index to explain (default: top-1)")
+    explain.add_argument(
+        "--topk",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="draw the maps of the K most probable classes side by side (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--no-crop",
+        action="store_true",
+        help="resize the shorter side to the crop size (224 px) and keep the whole picture",
+    )
     explain.add_argument(
         "--layer", help="layer of a layer method such as CAM (default: found automatically)"
     )
@@ -161,13 +196,18 @@ def _add_layers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     layers.set_defaults(run=_layers)
 
 
-def _input_size(text: str) -> int:
+def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _input_size(text: str) -> int:
+    value = _positive(text)
     if value > MAX_INPUT_SIZE:
         raise argparse.ArgumentTypeError(
             f"{value} is larger than {MAX_INPUT_SIZE}, the largest side netlens runs a "
@@ -201,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "explain" and args.target is not None and args.topk != 1:
+            args.parser.error("--target names one class; --topk draws the top K: give one")
         if args.command == "explain" and args.layer is not None:
             if not METHODS[args.method].needs_layer:
                 args.parser.error(
@@ -278,44 +320,115 @@ def _or_none(value: float | None) -> str:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from netlens.explanation import explain
+
     out, file_format = _output(args)
     resize, crop, mean, std = _preprocessing(args.arch)
     image = read_image(args.image)
-    picture = prepare_image(image, resize=resize, crop=crop, name=shown(args.image))
-    weights_file = _weights_file(args.weights, args.arch)
-    state = load_state_dict(weights_file) if weights_file is not None else None
-    model, categories = load_torchvision_classifier(
-        args.arch, weights=None if weights_file is not None else args.weights
-    )
-    if state is not None:
-        apply_state_dict(model, state, source=shown(weights_file))
+    if args.no_crop:
+        picture = prepare_image(image, resize=crop, crop=None, name=shown(args.image))
+    else:
+        picture = prepare_image(image, resize=resize, crop=crop, name=shown(args.image))
+    model, categories, source = _model(args)
     method = _method(args.method, model, args.layer)
 
     x = ((picture - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
     with torch.no_grad():
         probabilities = model(x).softmax(1)[0]
     classes = len(probabilities)
-    target = int(probabilities.argmax()) if args.target is None else args.target
-    if not 0 <= target < classes:
+    if args.target is not None and not 0 <= args.target < classes:
         raise CommandError(
-            f"--target {target} is out of range: {args.arch} has {classes} classes "
+            f"--target {args.target} is out of range: {args.arch} has {classes} classes "
             f"(0 to {classes - 1})"
         )
-    heatmap = method(x, target)[0]
+    if args.topk > classes:
+        raise CommandError(f"--topk {args.topk} is more than the {classes} classes of {args.arch}")
+    explained = explain(
+        model,
+        x,
+        method,
+        topk=args.topk,
+        target=None if args.target is None else [[args.target]],
+        class_names=categories,
+    )
+    _draw(picture, explained, args.arch).savefig(out, dpi=100, format=file_format)
 
-    label = _label(categories, target)
-    title = f"{method.title} of {args.arch}: {label} (p = {float(probabilities[target]):.3f})"
-    _draw(picture, heatmap, title).savefig(out, dpi=100, format=file_format)
-
-    source = shown(weights_file) if weights_file is not None else f"{args.weights} weights"
     _say(f"top-5 classes of {args.arch} ({source}) for {shown(args.image)}:")
     top = probabilities.topk(min(5, classes))
     width = max(len(_label(categories, int(i))) for i in top.indices)
     for rank, (p, i) in enumerate(zip(top.values, top.indices, strict=True), start=1):
         _say(f"  {rank}. {_label(categories, int(i)):<{width}}  {float(p):.4f}")
-    index = "" if label == f"class {target}" else f" (class {target})"
-    _say(f"wrote {shown(out)}: {method.title} of {label}{index}")
+    drawn = [_label(categories, int(c)) for c in explained.classes[0]]
+    if len(drawn) == 1:
+        index = int(explained.classes[0, 0])
+        what = drawn[0] + ("" if drawn[0] == f"class {index}" else f" (class {index})")
+    else:
+        what = f"the top-{len(drawn)} classes"
+    where = f" at {explained.layer}" if explained.layer else ""
+    _say(f"wrote {shown(out)}: {method.title}{where} of {what}")
     return 0
+
+
+def _model(args: argparse.Namespace) -> tuple[nn.Module, list[str], str]:
+    """The network of ``--arch`` / ``--weights``, its class names, and how to name its weights.
+
+    A weights file may be a state dict or a training checkpoint (its state
+    dict entry is taken, ``module.`` prefixes are stripped; each step is
+    said); the number of classes is read off the file's classification head.
+    """
+    from netlens.explanation import imagenet_classes
+
+    weights_file = _weights_file(args.weights, args.arch)
+    if weights_file is None:
+        model, categories = load_torchvision_classifier(args.arch, weights=args.weights)
+        source = f"{args.weights} weights"
+    else:
+        checkpoint = load_checkpoint(weights_file)
+        for note in checkpoint.notes:
+            _say(f"{shown(weights_file)}: {note}")
+        model, _ = load_torchvision_classifier(args.arch, weights=None)
+        head = _head_size(model, checkpoint.state)
+        if head is not None:
+            model, _ = load_torchvision_classifier(args.arch, weights=None, num_classes=head)
+            _say(f"{shown(weights_file)}: {head} classes, read off its classification head")
+        apply_state_dict(model, checkpoint.state, source=shown(weights_file))
+        classes = _class_count(model)
+        categories = (
+            imagenet_classes() if classes == 1000 else [f"class {i}" for i in range(classes)]
+        )
+        source = shown(weights_file)
+    model.eval()
+    if args.classes is not None:
+        names = read_class_names(args.classes)
+        if len(names) != len(categories):
+            raise CommandError(
+                f"{shown(args.classes)} names {len(names)} classes, but {args.arch} with "
+                f"{source} has {len(categories)}"
+            )
+        categories = names
+    return model, categories, source
+
+
+def _head_size(model: nn.Module, state: dict[str, Tensor]) -> int | None:
+    """The class count of ``state``'s head where it differs from ``model``'s, else ``None``.
+
+    The head is every tensor that the model has with its class count as first
+    dimension and that ``state`` has with another first dimension only; all
+    of them must agree.
+    """
+    expected = model.state_dict()
+    default = _class_count(model)
+    sizes = {
+        int(state[k].shape[0])
+        for k, v in expected.items()
+        if k in state
+        and v.dim() >= 1
+        and v.shape[0] == default
+        and state[k].dim() == v.dim()
+        and state[k].shape[0] != default
+        and tuple(state[k].shape[1:]) == tuple(v.shape[1:])
+    }
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _output(args: argparse.Namespace) -> tuple[Path, str]:
@@ -346,13 +459,29 @@ def _method(name: str, model: nn.Module, layer: str | None) -> Attribution:
     return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
 
 
-def _draw(picture: Tensor, heatmap: Tensor, title: str) -> Figure:
+def _draw(picture: Tensor, explained: Explanation, arch: str) -> Figure:
+    """One map: the image under it, titled by method, layer, class and probability.
+
+    Several classes: the image, then one panel per class (:meth:`Explanation.plot`).
+    """
     from matplotlib.figure import Figure
 
     from netlens import viz
 
-    figure = Figure(figsize=(6, 6.3), layout="constrained")
-    viz.overlay(picture, heatmap, ax=figure.subplots(), title=title)
+    where = f" at {explained.layer}" if explained.layer else ""
+    if explained.topk == 1:
+        figure = Figure(figsize=(6, 6.4), layout="constrained")
+        label = explained.label(0)
+        title = (
+            f"{explained.method} of {arch}{where}\n{label} (p = {float(explained.probs[0, 0]):.3f})"
+        )
+        viz.overlay(picture, explained.maps[0, 0], ax=figure.subplots(), title=title)
+        return figure
+    columns = explained.topk + 1
+    figure = Figure(figsize=(2.4 * columns, 3.0), layout="constrained")
+    # The picture as cropped, not normalised, under the maps.
+    replace(explained, images=picture[None], mean=None, std=None).plot(fig=figure)
+    figure.suptitle(f"{explained.method} of {arch}{where}: top-{explained.topk} classes")
     return figure
 
 

@@ -19,6 +19,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -124,14 +125,15 @@ def read_image(path: PathLike) -> Image:
 
 
 def prepare_image(
-    image: Image, *, resize: int = 256, crop: int = 224, name: str = "the image"
+    image: Image, *, resize: int = 256, crop: int | None = 224, name: str = "the image"
 ) -> Tensor:
     """An RGB PIL image as a ``(3, crop, crop)`` float tensor in [0, 1].
 
     The shorter side is resized to ``resize`` (bilinear, antialiased), then the
     centre ``crop x crop`` square is cut out, as torchvision's classification
-    weights expect; both steps work on the 8-bit picture, as torchvision's own
-    ``weights.transforms()`` do on a PIL image. Normalisation is left to the
+    weights expect (``crop=None`` keeps the whole resized picture); both steps
+    work on the 8-bit picture, as torchvision's own ``weights.transforms()``
+    do on a PIL image. Normalisation is left to the
     caller, so the result can also be shown.
 
     Raises
@@ -157,8 +159,44 @@ def prepare_image(
     import torchvision.transforms.functional as TF  # noqa: N812
 
     _check_resizable(image.size, resize, name)
-    image = TF.center_crop(TF.resize(image, [resize]), [crop])
+    image = TF.resize(image, [resize])
+    if crop is not None:
+        image = TF.center_crop(image, [crop])
     return TF.pil_to_tensor(image).float().div_(255.0)
+
+
+def read_class_names(path: PathLike) -> list[str]:
+    r"""Class names from a text file, one per line, in class order.
+
+    Blank lines at the end are ignored; a line ``name index`` whose indices
+    count 0, 1, 2, ... (as Places365's ``categories_places365.txt``) gives
+    ``name``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "classes.txt"
+    >>> _ = path.write_text("/a/airfield 0\n/a/alley 1\n")
+    >>> read_class_names(path)
+    ['/a/airfield', '/a/alley']
+    """
+    path = _existing_file(path, "class names file", InputFileError)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{shown(path)} is not a UTF-8 text file of class names") from error
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    if not names:
+        raise InputFileError(f"{shown(path)} holds no class names (one per line)")
+    if any(not name for name in names):
+        first = names.index("") + 1
+        raise InputFileError(f"{shown(path)} has an empty line {first}: one name per line")
+    split = [name.rsplit(None, 1) for name in names]
+    if all(len(p) == 2 and p[1] == str(i) for i, p in enumerate(split)):
+        names = [p[0] for p in split]
+    return names
 
 
 def _check_resizable(size: tuple[int, int], resize: int, name: str) -> None:
@@ -177,6 +215,70 @@ def _check_resizable(size: tuple[int, int], resize: int, name: str) -> None:
             f"{name} resized to a short side of {resize} would have {resized:,} pixels, more "
             f"than {MAX_RESIZED_PIXELS:,}; crop it to a less elongated picture"
         )
+
+
+#: Entries of a training checkpoint that hold the model's state dict, most likely first.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+#: Name prefixes that wrappers add: DataParallel / DDP, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A state dict read from a file, and what was done to find it (for the user)."""
+
+    state: dict[str, Tensor]
+    notes: tuple[str, ...] = ()
+
+
+def load_checkpoint(path: PathLike) -> Checkpoint:
+    """Read a state dict, or the state dict inside a training checkpoint, from ``path``.
+
+    Accepted: ``torch.save(model.state_dict(), path)``; a checkpoint mapping
+    whose ``"state_dict"`` / ``"model_state_dict"`` / ``"model"`` / ``"net"``
+    / ``"network"`` / ``"weights"`` entry is one (other entries such as the
+    epoch or the optimiser are ignored); names all prefixed by ``module.``
+    (``DataParallel``, DDP) or ``_orig_mod.`` (``torch.compile``) have the
+    prefix stripped. :attr:`Checkpoint.notes` says what was taken and
+    stripped. Read as safely as :func:`load_state_dict`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "checkpoint.pth"
+    >>> state = {f"module.{k}": v for k, v in nn.Linear(3, 2).state_dict().items()}
+    >>> torch.save({"epoch": 9, "state_dict": state}, path)
+    >>> checkpoint = load_checkpoint(path)
+    >>> sorted(checkpoint.state)
+    ['bias', 'weight']
+    >>> for note in checkpoint.notes:
+    ...     print(note)
+    took the 'state_dict' entry of a checkpoint
+    stripped the prefix 'module.' from 2 names
+    """
+    loaded = _read(path)
+    notes: list[str] = []
+    if isinstance(loaded, Mapping) and not all(isinstance(v, Tensor) for v in loaded.values()):
+        for key in STATE_DICT_KEYS:
+            entry = loaded.get(key)
+            if (
+                isinstance(entry, Mapping)
+                and entry
+                and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in entry.items())
+            ):
+                notes.append(f"took the {key!r} entry of a checkpoint")
+                loaded = entry
+                break
+    state = _check_mapping(Path(path), loaded)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                notes.append(f"stripped the prefix {prefix!r} from {len(state)} names")
+                stripped = bool(state)
+    return Checkpoint(state, tuple(notes))
 
 
 def load_state_dict(path: PathLike) -> dict[str, Tensor]:
@@ -201,6 +303,10 @@ def load_state_dict(path: PathLike) -> dict[str, Tensor]:
     >>> {name: tuple(t.shape) for name, t in load_state_dict(path).items()}
     {'weight': (2, 3), 'bias': (2,)}
     """
+    return _check_mapping(Path(path), _read(path))
+
+
+def _read(path: PathLike) -> object:
     path = _existing_file(path, "weights file", StateDictError)
     if path.stat().st_size == 0:
         raise StateDictError(f"{shown(path)} is empty")
@@ -214,7 +320,7 @@ def load_state_dict(path: PathLike) -> dict[str, Tensor]:
     except Exception as error:  # torch.load raises many types for files it cannot parse
         reason = _first_line(error) or type(error).__name__
         raise StateDictError(f"{shown(path)} is not a PyTorch weights file ({reason})") from error
-    return _check_mapping(path, loaded)
+    return loaded
 
 
 def _refusal(path: Path, error: Exception) -> str:
@@ -295,7 +401,9 @@ def _check_mapping(path: Path, loaded: object) -> dict[str, Tensor]:
         if isinstance(value, Mapping):
             raise StateDictError(
                 f"{shown(path)} looks like a checkpoint, not a state dict: entry {key!r} is a "
-                f"mapping; save that entry alone, e.g. torch.save(checkpoint[{key!r}], path)"
+                f"mapping and none of {', '.join(map(repr, STATE_DICT_KEYS))} holds the "
+                f"model's tensors; save that entry alone, e.g. "
+                f"torch.save(checkpoint[{key!r}], path)"
             )
         if not isinstance(value, Tensor):
             raise StateDictError(

@@ -13,9 +13,10 @@ from netlens._plan import size_plan
 from netlens.attribution.base import Attribution, Targets
 from netlens.hooks import OutputFn, input_gradients_only
 
-__all__ = ["ChannelReduce", "InputGradientAttribution", "Saliency"]
+__all__ = ["ChannelReduce", "InputGradientAttribution", "Objective", "Saliency"]
 
 ChannelReduce = Literal["max", "mean", "sum"]
+Objective = Literal["logit", "loss"]
 
 
 class InputGradientAttribution(Attribution):
@@ -39,6 +40,8 @@ class InputGradientAttribution(Attribution):
 
     #: Whether every ReLU's backward pass takes the guided backpropagation rule.
     guided: ClassVar[bool] = False
+    #: What is differentiated: the class's ``"logit"``, or its cross-entropy ``"loss"``.
+    objective: Objective = "logit"
 
     def __init__(
         self,
@@ -79,7 +82,8 @@ class InputGradientAttribution(Attribution):
             with torch.enable_grad(), lean:
                 logits = self.logits(self.model(inputs))
             classes = targets.resolve(logits)
-            gradients = list(self.class_gradients(x, logits, classes, inputs, "the input"))
+            scores = -logits.log_softmax(1) if self.objective == "loss" else logits
+            gradients = list(self.class_gradients(x, scores, classes, inputs, "the input"))
         return classes, gradients
 
     def reduce(self, attribution: Tensor) -> Tensor:
@@ -129,6 +133,15 @@ class Saliency(InputGradientAttribution):
         Take the absolute value of the gradient (``False`` keeps its sign).
     channel_reduce
         How the colour channels become one map: ``"max"``, ``"mean"`` or ``"sum"``.
+    objective
+        ``"logit"`` differentiates the class's logit :math:`y^t` (Simonyan et
+        al.; captum); ``"loss"`` differentiates each image's own cross-entropy
+        loss for the class, :math:`-\log \mathrm{softmax}(y)_t`, as some
+        courses define saliency. The loss's gradient is the logit's minus the
+        softmax-weighted mean of all logits' gradients, so the two maps differ
+        where other classes compete; with ``abs=False`` the loss's map has the
+        opposite sign (it points to pixels whose increase lowers the loss).
+        Each image's loss is its own: a batch does not scale the gradient.
 
     Examples
     --------
@@ -136,7 +149,24 @@ class Saliency(InputGradientAttribution):
     >>> saliency = Saliency(torchvision.models.resnet18().eval())
     >>> saliency(torch.randn(2, 3, 32, 32), target=5).shape
     torch.Size([2, 32, 32])
+    >>> loss = Saliency(saliency.model, objective="loss")
+    >>> loss(torch.randn(2, 3, 32, 32), target=5).shape
+    torch.Size([2, 32, 32])
     """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        abs: bool = True,
+        channel_reduce: ChannelReduce = "max",
+        objective: Objective = "logit",
+        output: OutputFn | None = None,
+    ) -> None:
+        if objective not in ("logit", "loss"):
+            raise ValueError(f"objective must be 'logit' or 'loss', not {objective!r}")
+        super().__init__(model, abs=abs, channel_reduce=channel_reduce, output=output)
+        self.objective = objective
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
         gradients = self.input_gradients(x, targets)

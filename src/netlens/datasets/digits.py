@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from netlens._repr import ShortRepr
+
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
-@dataclass
-class Split:
+@dataclass(repr=False)
+class Split(ShortRepr):
     """Images ``(N, C, size, size)`` in [0, 1] and integer labels ``(N,)``.
 
     Examples

@@ -17,11 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from netlens._repr import ShortRepr
+
 _CHUNK = 32  # channels upsampled at once: bounds memory for large masks
 
 
-@dataclass
-class RegionUnits:
+@dataclass(repr=False)
+class RegionUnits(ShortRepr):
     """Units ranked by how well their strongest activations cover a region.
 
     Attributes

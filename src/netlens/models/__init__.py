@@ -19,12 +19,13 @@ True
 
 from netlens.models.resnet import SmallResNet
 from netlens.models.torchvision_classifiers import load_torchvision_classifier
-from netlens.models.training import History, accuracy, train_classifier
+from netlens.models.training import History, accuracy, per_sample_loss, train_classifier
 
 __all__ = [
     "History",
     "SmallResNet",
     "accuracy",
     "load_torchvision_classifier",
+    "per_sample_loss",
     "train_classifier",
 ]

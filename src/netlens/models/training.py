@@ -2,7 +2,8 @@
 
 :func:`train_classifier` runs Adam on cross-entropy and returns a
 :class:`History` of per-epoch losses and accuracies on the training and
-validation splits; :func:`accuracy` measures one split.
+validation splits; :func:`accuracy` measures one split and
+:func:`per_sample_loss` the loss of each of its examples.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from netlens._checks import model_device
+from netlens._repr import ShortRepr
 from netlens.datasets.digits import Split
 from netlens.hooks import eval_mode
 
 Transform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-@dataclass
-class History:
+@dataclass(repr=False)
+class History(ShortRepr):
     """Learning curves of :func:`train_classifier`, one entry per epoch.
 
     Attributes
@@ -100,6 +102,45 @@ def accuracy(
     return _evaluate(model, split, batch_size, transform, with_loss=False)[1]
 
 
+def per_sample_loss(
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 256,
+    transform: Transform | None = None,
+) -> Tensor:
+    """Cross-entropy of every example of ``split``, ``(N,)`` float64, in the split's order.
+
+    Measured like :func:`accuracy` (eval mode, no gradients, every
+    ``training`` flag restored). Sort it to find the examples the model finds
+    hardest and easiest: ``loss.argsort(descending=True)[:k]``.
+
+    Examples
+    --------
+    >>> from netlens.datasets import load_digits
+    >>> from netlens.models import SmallResNet
+    >>> _, test = load_digits(size=16)
+    >>> loss = per_sample_loss(SmallResNet(width=4), test)
+    >>> loss.shape == (len(test),), loss.dtype
+    (True, torch.float64)
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+    if len(split) == 0:
+        raise ValueError("the split is empty; there is nothing to measure")
+    device = model_device(model)
+    losses = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            x = split.images[start : start + batch_size].to(device)
+            y = split.labels[start : start + batch_size].to(device)
+            if transform is not None:
+                x, y = transform(x, y)
+            logits = model(x).double()
+            losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
+    return torch.cat(losses)
+
+
 def _evaluate(
     model: nn.Module,
     split: Split,
@@ -122,7 +163,7 @@ def _evaluate(
             logits = model(x)
             correct += int((logits.argmax(1) == y).sum())
             if with_loss:
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                loss += float(F.cross_entropy(logits.double(), y, reduction="sum"))
             total += len(y)
     return (loss / total if with_loss else math.nan), correct / total
 

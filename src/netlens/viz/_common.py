@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,3 +64,26 @@ def hide_ticks(ax: Axes) -> None:
     """Keep the frame (it can carry a colour) but drop the ticks."""
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def pick_indices(pick: int | Sequence[int], total: int, what: str) -> list[int]:
+    """The first ``pick`` of ``total`` indices (an int) or the given ones, checked.
+
+    ``what`` names them in the error, e.g. ``"channels"``; an empty choice or
+    an index outside ``[0, total)`` raises ``IndexError``.
+    """
+    if isinstance(pick, Integral) and not isinstance(pick, bool):
+        chosen = list(range(min(int(pick), total)))
+    elif isinstance(pick, Sequence | np.ndarray | Tensor) and not isinstance(pick, str):
+        values = pick.tolist() if isinstance(pick, np.ndarray | Tensor) else list(pick)
+        if not isinstance(values, list) or not all(
+            isinstance(i, Integral) and not isinstance(i, bool) for i in values
+        ):
+            raise TypeError(f"{what} must be an int or a sequence of int indices, not {pick!r}")
+        chosen = [int(i) for i in values]
+    else:
+        raise TypeError(f"{what} must be an int or a sequence of int indices, not {pick!r}")
+    bad = [i for i in chosen if not 0 <= i < total]
+    if bad or not chosen:
+        raise IndexError(f"{what} {bad or chosen} out of range: there are {total}")
+    return chosen
