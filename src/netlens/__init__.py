@@ -40,6 +40,7 @@ _SUBMODULES = (
     "errors",
     "hooks",
     "layers",
+    "metrics",
     "models",
     "testing",
     "viz",

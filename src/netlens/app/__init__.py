@@ -4,7 +4,8 @@
 and ``layers``; :mod:`~netlens.app.tour` trains the digit networks and draws
 every method, :mod:`~netlens.app.tour_page` writes the page that shows them;
 :mod:`~netlens.app.files` reads the images and state dicts a user points the
-command at. The library never imports this package: it sits on top.
+command at; :mod:`~netlens.app.audit` scores every method with every metric.
+The library never imports this package: it sits on top.
 """
 
-__all__ = ["cli", "files", "tour", "tour_page"]
+__all__ = ["audit", "cli", "files", "tour", "tour_page"]

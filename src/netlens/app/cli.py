@@ -1,4 +1,4 @@
-"""The ``netlens`` command: ``tour``, ``explain`` and ``layers``.
+"""The ``netlens`` command: ``tour``, ``explain``, ``layers`` and ``audit``.
 
 ``netlens tour`` is the main job: it trains a small ResNet on handwritten
 digits that ship with scikit-learn, and its self-supervised twin, then writes
@@ -6,7 +6,8 @@ pictures of every netlens method and an ``index.html`` that shows them.
 ``netlens explain IMAGE --arch NAME`` draws an attribution map (any method of
 :data:`netlens.attribution.METHODS`) of a torchvision classifier over an
 image; ``netlens layers --arch NAME`` lists the layer names those methods
-accept.
+accept; ``netlens audit`` scores every method with every faithfulness metric
+and sanity check (:mod:`netlens.app.audit`).
 
 Exit status: 0 on success, 2 for a usage error, 1 when the work fails. A
 failure is one line on stderr (``netlens: error: ...``); ``--debug`` shows the
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from netlens import __version__
+from netlens.app.audit import add_audit_parser
 from netlens.app.files import (
     apply_state_dict,
     load_checkpoint,
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_tour, _add_explain, _add_layers):
+    for add in (_add_tour, _add_explain, _add_layers, add_audit_parser):
         add(commands, common)
     return parser
 
