@@ -37,6 +37,7 @@ _SUBMODULES = (
     "attribution",
     "channels",
     "datasets",
+    "dissect",
     "errors",
     "hooks",
     "layers",

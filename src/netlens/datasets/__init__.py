@@ -1,8 +1,10 @@
-"""Offline data: scikit-learn's handwritten digits and the rotation pretext task.
+"""Offline data: handwritten digits, the rotation pretext task, synthetic scenes.
 
 Nothing here downloads anything: :func:`load_digits` serves the 1,797 digits
-that ship with scikit-learn, and :class:`RotationDataset` / :func:`rotate_batch`
-turn any images into the four-way rotation task of Gidaris et al. (2018).
+that ship with scikit-learn, :class:`RotationDataset` / :func:`rotate_batch`
+turn any images into the four-way rotation task of Gidaris et al. (2018), and
+:func:`scenes` paints outdoor scenes with a scene label and an exact mask per
+concept (sky, building, tree, ...), for dissection.
 
 Examples
 --------
@@ -16,12 +18,20 @@ Examples
 from netlens.datasets.digits import DIGIT_CLASSES, Split, load_digits
 from netlens.datasets.rotation import ROTATION_NAMES, RotationDataset, rotate, rotate_batch
 
+# The function shares its module's name: importing it here makes
+# ``netlens.datasets.scenes`` the function for good.
+from netlens.datasets.scenes import SCENE_CLASSES, SCENE_CONCEPTS, Scenes, scenes
+
 __all__ = [
     "DIGIT_CLASSES",
     "ROTATION_NAMES",
+    "SCENE_CLASSES",
+    "SCENE_CONCEPTS",
     "RotationDataset",
+    "Scenes",
     "Split",
     "load_digits",
     "rotate",
     "rotate_batch",
+    "scenes",
 ]

@@ -18,14 +18,18 @@ True
 """
 
 from netlens.models.resnet import SmallResNet
+from netlens.models.scenes import SceneClassifier, scene_network, train_scene_classifier
 from netlens.models.torchvision_classifiers import load_torchvision_classifier
 from netlens.models.training import History, accuracy, per_sample_loss, train_classifier
 
 __all__ = [
     "History",
+    "SceneClassifier",
     "SmallResNet",
     "accuracy",
     "load_torchvision_classifier",
     "per_sample_loss",
+    "scene_network",
     "train_classifier",
+    "train_scene_classifier",
 ]

@@ -8,6 +8,7 @@ One module per kind of picture, every function also here:
 * :mod:`netlens.viz.attribution`: :func:`overlay`, :func:`attribution_grid`;
 * :mod:`netlens.viz.classes`: :func:`topk_bars`, :func:`ablation_comparison`;
 * :mod:`netlens.viz.regions`: :func:`region_units`;
+* :mod:`netlens.viz.dissection`: :func:`unit_images`;
 * :mod:`netlens.viz.embedding`: :func:`tsne_scatter`, :func:`neighbour_grid`,
   :func:`compare_tsne`.
 
@@ -28,6 +29,7 @@ from netlens.channels import reduce_channels
 from netlens.viz.activations import activation_grid
 from netlens.viz.attribution import attribution_grid, overlay
 from netlens.viz.classes import ablation_comparison, topk_bars
+from netlens.viz.dissection import unit_images
 from netlens.viz.embedding import compare_tsne, neighbour_grid, tsne_scatter
 from netlens.viz.filters import filter_grid
 from netlens.viz.image import IMAGENET_MEAN, IMAGENET_STD, blend, normalize, to_image
@@ -50,4 +52,5 @@ __all__ = [
     "to_image",
     "topk_bars",
     "tsne_scatter",
+    "unit_images",
 ]
