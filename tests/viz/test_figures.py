@@ -174,8 +174,20 @@ def _region_units(**where):
     return viz.region_units(torch.rand(3, 8, 8), found, mask=mask, **where)
 
 
+def _unit_images(**where):
+    from netlens.dissect import dissect
+
+    images = torch.rand(4, 3, 8, 8)
+    masks = {"bright": images.mean(1) > 0.5}
+    found = dissect(
+        nn.Sequential(nn.Conv2d(3, 2, 1)), "0", images, masks, quantile=0.1, progress=False
+    )
+    return viz.unit_images(found, images, masks, count=1, examples=2, **where)
+
+
 BANK = torch.rand(4, 1, 8, 8)
 DRAW = {
+    "unit_images": _unit_images,
     "filter_grid": lambda **where: viz.filter_grid(nn.Conv2d(3, 4, 3), **where),
     "overlay": lambda **where: viz.overlay(torch.rand(3, 8, 8), torch.rand(2, 2), **where),
     "topk_bars": lambda **where: viz.topk_bars(torch.rand(4), k=2, **where),

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import FigureBase
 
+from netlens.dissect.dataset import Dissection
 from netlens.viz._common import as_numpy, new_figure
 from netlens.viz.image import to_image
-
-if TYPE_CHECKING:
-    from netlens.dissect import Dissection
 
 __all__ = ["unit_images"]
 
