@@ -19,6 +19,9 @@ ROOT = HERE.parent
 # another copy of netlens is installed.
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other work a
+# spinning thread waits for a core the others hold, and examples ran several times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import netlens  # noqa: E402
 from netlens.attribution import METHODS  # noqa: E402

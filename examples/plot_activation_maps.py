@@ -13,55 +13,34 @@ the network is a small ResNet with the same layer names trained on
 handwritten digits, and the notes below describe that case.
 """
 
+import os
+
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
 from netlens import FeatureExtractor, viz
-from netlens.datasets import DIGIT_CLASSES, Split, load_digits
-from netlens.errors import WeightsUnavailableError
 from netlens.layers import layer_names
-from netlens.models import SmallResNet, load_torchvision_classifier, train_classifier
+from netlens.models import pretrained_or_digits
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
-
-def photo(name, size=224):
-    """A scikit-image sample photo, centre-cropped to a square of ``size`` pixels."""
-    import skimage.data
-
-    picture = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255
-    side = min(picture.shape[1:])
-    top, left = (picture.shape[1] - side) // 2, (picture.shape[2] - side) // 2
-    square = picture[:, top : top + side, left : left + side]
-    return F.interpolate(square[None], size=(size, size), mode="bilinear", antialias=True)[0]
-
-
-try:
-    model, categories = load_torchvision_classifier("resnet18")
-except WeightsUnavailableError:
-    print(
-        "torchvision's ImageNet weights for ResNet-18 are not available offline; training a "
-        "small ResNet with the same layer names on the handwritten digits instead"
-    )
-    # The scanned digits are cropped to their ink, so strokes touch the top and
-    # bottom borders; a 4-pixel black margin (24 + 2 * 4 = 32 pixels) keeps the
-    # border of the zero padding from showing up as an edge in every map.
-    train, test = (
-        Split(F.pad(split.images, (4, 4, 4, 4)), split.labels)
-        for split in load_digits(size=24, channels=3)
-    )
-    model = SmallResNet(num_classes=10, in_channels=3)
-    history = train_classifier(model, train, test, epochs=3, progress=False)
-    print(f"test accuracy of the small ResNet: {history.test_accuracy[-1]:.3f}")
-    categories = DIGIT_CLASSES
-    images = test.images[[0, 3, 8]]
-    mean = std = None
-    model_input = images
-else:
-    images = torch.stack([photo(name) for name in ("chelsea", "coffee", "astronaut")])
-    mean, std = viz.IMAGENET_MEAN, viz.IMAGENET_STD
-    model_input = (images - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+# torchvision's ImageNet ResNet-18 and three photos; offline, a small ResNet
+# trained on the digits (24 pixels with a 4-pixel black margin, which keeps the
+# zero padding's border from showing up as an edge in every map) and three
+# test digits.
+subject = pretrained_or_digits(
+    "resnet18",
+    photos=("chelsea", "coffee", "astronaut"),
+    digits=(0, 3, 8),
+    size=32,
+    margin=4,
+    channels=3,
+    epochs=1 if QUICK else 3,
+)
+model, categories, images = subject.model, subject.class_names, subject.pictures
+model_input = subject.inputs
 
 # %%
 # The architecture, one line per top-level module with the shape of its
@@ -169,8 +148,11 @@ for row, image in enumerate(images):
     axes[row, 4].set_axis_off()
     if row == 0:
         axes[row, 4].set_title("layer3 PCA blended")
-fig.suptitle("Activation maps resampled to the image and overlaid (red = strong)")
-if mean is None:
+fig.suptitle(
+    "Activation maps resampled to the image and overlaid "
+    "(bright = strong; a map with negative values: red > 0 > blue)"
+)
+if not subject.pretrained:
     # On the digits, ink is bright and background black: compare the ink under
     # the strongest responses of each layer with the ink of the whole image.
     for name in layers:
@@ -187,3 +169,5 @@ if mean is None:
             + " vs whole images "
             + ", ".join(f"{b:.2f}" for _, b in ink)
         )
+
+viz.save_figures()

@@ -17,20 +17,21 @@ Which of these maps to trust is a different question from how they look: see
 guide's page of each method for its pitfalls.
 """
 
+import os
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torchvision
-from skimage import data as photos
 
 from netlens import viz
 from netlens.attribution import METHODS
 from netlens.datasets import load_digits
-from netlens.models import SmallResNet, accuracy, train_classifier
+from netlens.models import SmallResNet, accuracy, sample_photo, train_classifier
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter run, for CI
 
 
 def run_all(model, x, target):
@@ -56,7 +57,7 @@ def run_all(model, x, target):
 # few seconds; the maps explain its prediction for four test digits.
 train, test = load_digits(size=32)
 model = SmallResNet(num_classes=10, in_channels=1)
-train_classifier(model, train, test, epochs=5, progress=False)
+train_classifier(model, train, test, epochs=1 if QUICK else 2, progress=False)
 model.eval()
 print(f"test accuracy: {accuracy(model, test):.3f}")
 
@@ -78,14 +79,14 @@ fig.set_size_inches(1.3 * (len(digit_maps) + 1), 1.4 * len(x))
 # sees. With weights (``torchvision.models.resnet18(weights="DEFAULT")``) the
 # same loop explains the network's top class.
 resnet = torchvision.models.resnet18().eval()
-picture = torch.from_numpy(np.asarray(photos.astronaut())).permute(2, 0, 1).float() / 255
-picture = torch.nn.functional.interpolate(picture[None], size=(160, 160), mode="area")
+side = 64 if QUICK else 160
+picture = sample_photo("astronaut", side)[None]
 mean = torch.tensor(viz.IMAGENET_MEAN).view(1, 3, 1, 1)
 std = torch.tensor(viz.IMAGENET_STD).view(1, 3, 1, 1)
 photo = (picture - mean) / std
 with torch.no_grad():
     top = int(resnet(photo).argmax())
-print("1 photo, 160 x 160, ResNet-18:")
+print(f"1 photo, {side} x {side}, ResNet-18:")
 photo_maps, photo_seconds = run_all(resnet, photo, top)
 fig = viz.attribution_grid(photo, photo_maps, mean=viz.IMAGENET_MEAN, std=viz.IMAGENET_STD)
 fig.set_size_inches(1.6 * (len(photo_maps) + 1), 2.0)
@@ -109,7 +110,7 @@ ax.barh(
     positions + 0.2,
     [1000 * photo_seconds[n] for n in names],
     0.4,
-    label="1 photo, 160 px, ResNet-18",
+    label=f"1 photo, {side} px, ResNet-18",
 )
 ax.set_yticks(positions, names)
 ax.set_xscale("log")
@@ -117,4 +118,4 @@ ax.set_xlabel("milliseconds per call (this machine)")
 ax.invert_yaxis()
 ax.legend(loc="lower right", fontsize="small")
 fig.tight_layout()
-plt.show()
+viz.save_figures()  # run as a script: the figures go to ./figures/

@@ -11,16 +11,17 @@ gives one score per position: the class activation map (CAM) of Zhou et al.
 on a picture that holds several objects.
 """
 
+import os
+
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
+import netlens
 from netlens import CAM, FeatureExtractor, viz
-from netlens.datasets import DIGIT_CLASSES, load_digits
-from netlens.errors import WeightsUnavailableError
-from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
+from netlens.models import pretrained_or_digits
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 # %%
 # A trained network and a picture with several objects
@@ -31,44 +32,33 @@ torch.manual_seed(0)
 # side. The network is fully convolutional up to the global average pooling,
 # so it takes the 32x96 strip as it is and averages the evidence of all three
 # digits.
-try:
-    model, class_names = load_torchvision_classifier("resnet18")
-    from skimage import data as photos
-
-    def photo(array):
-        picture = torch.from_numpy(np.asarray(array)).permute(2, 0, 1).float() / 255
-        return torch.nn.functional.interpolate(picture[None], size=(224, 224), mode="area")[0]
-
-    mean = torch.tensor(viz.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(viz.IMAGENET_STD).view(3, 1, 1)
-    scene, other_scene = photo(photos.astronaut()), photo(photos.coffee())
-    prepare = lambda picture: ((picture - mean) / std)[None]  # noqa: E731
+subject = pretrained_or_digits(
+    "resnet18", photos=("astronaut", "coffee"), size=32, epochs=1 if QUICK else 5
+)
+model, class_names = subject.model, subject.class_names
+if subject.pretrained:
+    scene, other_scene = subject.pictures
     scene_label, other_label = "astronaut", "coffee"
     scene_tiles = other_tiles = None
-except WeightsUnavailableError:
-    print(
-        "torchvision's ImageNet weights are not available offline; training a small "
-        "ResNet on scikit-learn's digits instead"
-    )
-    train, test = load_digits(size=32)
-    model = SmallResNet(num_classes=10, in_channels=1)
-    train_classifier(model, train, test, epochs=5, progress=False)
-    print(f"test accuracy on single digits: {accuracy(model, test):.3f}")
-    class_names = DIGIT_CLASSES
-
-    def first_test_digit(label):
-        return test.images[int((test.labels == label).nonzero()[0])]
+else:
+    test = subject.test
 
     def mosaic(labels, columns):
-        tiles = [first_test_digit(label) for label in labels]
+        """The first test digit of each label, ``columns`` tiles per row."""
+        tiles = [test.images[int((test.labels == label).nonzero()[0])] for label in labels]
         rows = [torch.cat(tiles[i : i + columns], dim=2) for i in range(0, len(tiles), columns)]
         return torch.cat(rows, dim=1)
 
     scene_tiles, other_tiles = [2, 7, 4], [0, 3, 6, 9]
     scene, other_scene = mosaic(scene_tiles, 3), mosaic(other_tiles, 2)
     scene_label, other_label = "digits 2, 7, 4", "digits 0, 3 / 6, 9"
-    prepare = lambda picture: picture[None]  # noqa: E731
-model.eval()
+
+
+def prepare(picture):
+    """A (C, H, W) picture as the network's input batch of one."""
+    return subject.prepare(picture)[None]
+
+
 x = prepare(scene)
 print(f"input: {tuple(x.shape)}")
 
@@ -102,7 +92,7 @@ print(
 by_hand = (per_position - model.fc.bias.detach()).T.reshape(len(class_names), h, w)
 top = logits.argsort(descending=True)[:5]
 cam = CAM(model, layer=layer)
-netlens_maps = cam(x.expand(len(top), -1, -1, -1), target=top, size=None)
+netlens_maps = cam(x, target=top[None], size=None)[0]  # (1, K) targets: K maps of one image
 print(
     "top-5 maps by hand vs netlens.CAM(size=None), max |difference|: "
     f"{(by_hand[top] - netlens_maps).abs().max():.2e}"
@@ -127,8 +117,8 @@ for ax, values, title in [
 # (c) Where the five best classes find their evidence
 # ---------------------------------------------------
 # One panel per class of the top 5, the CAM upsampled over the picture with
-# :func:`netlens.viz.overlay` (red: large contribution to the class score),
-# titled with the class's logit and softmax probability. The printed lines
+# :func:`netlens.viz.overlay` (red: a large contribution to the class score,
+# blue: a negative one), titled with the class's logit and softmax probability. The printed lines
 # say on which digit each map peaks.
 #
 # On the strip of 2, 7 and 4, the three digits are among the top five and
@@ -144,11 +134,11 @@ for ax, values, title in [
 def show_top5(picture, label, tiles=None):
     """Overlay the CAMs of the top-5 classes; ``tiles``: digit of each 32x32 tile, if any."""
     inputs = prepare(picture)
+    # One call: the top-5 classes, their probabilities and their maps.
+    explained = netlens.explain(model, inputs, cam, topk=5, class_names=class_names)
+    top, probabilities, maps = explained.classes[0], explained.probs[0], explained.maps[0]
     with torch.no_grad():
         scores = model(inputs)[0]
-    probabilities = scores.softmax(0)
-    top = scores.argsort(descending=True)[:5]
-    maps = cam(inputs.expand(5, -1, -1, -1), target=top)
     height, width = picture.shape[-2:]
     nrows, ncols = (3, 2) if width >= 2 * height else (2, 3)
     panel = 4.5 / ncols * 2
@@ -163,7 +153,9 @@ def show_top5(picture, label, tiles=None):
     axes[0].set_title(f"input: {label}")
     axes[0].set_axis_off()
     for rank, (ax, c, heat) in enumerate(zip(axes[1:], top.tolist(), maps, strict=True), start=1):
-        title = f"#{rank} '{class_names[c]}'\nlogit {scores[c]:.2f}, p = {probabilities[c]:.2f}"
+        title = (
+            f"#{rank} '{class_names[c]}'\nlogit {scores[c]:.2f}, p = {probabilities[rank - 1]:.2f}"
+        )
         viz.overlay(picture, heat, ax=ax, title=title)
         where = ""
         if tiles is not None:
@@ -196,3 +188,5 @@ show_top5(scene, scene_label, scene_tiles)
 # evidence. The map shows where a class score comes from, right or wrong,
 # which is what makes such failures easy to read.
 show_top5(other_scene, other_label, other_tiles)
+
+viz.save_figures()  # run as a script: the figures go to ./figures/

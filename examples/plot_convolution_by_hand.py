@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netlens import conv_output_size, receptive_field
+from netlens.viz import save_figures
 
 torch.manual_seed(0)
 
@@ -236,3 +237,5 @@ for ax, scale in zip(axes, ("linear", "log"), strict=True):
 axes[0].set_title("Receptive field vs depth")
 axes[1].set_title("same, log scale (stride 2 and dilation coincide)")
 axes[0].legend(title="each layer (lines: formula, markers: measured)")
+
+save_figures()  # run as a script: the figures go to ./figures/

@@ -10,18 +10,17 @@ network (where the filters act on pixels and can be read as pictures), a
 deeper layer, and how training changed them.
 """
 
-import copy
+import os
 
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
 from netlens import FeatureExtractor, viz
-from netlens.datasets import load_digits
-from netlens.errors import WeightsUnavailableError
-from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
+from netlens.models import SmallResNet, pretrained_or_digits
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 # %%
 # A trained network, and its starting point
@@ -29,32 +28,27 @@ torch.manual_seed(0)
 # The first choice is torchvision's ImageNet ResNet-18 (the first layer: 64
 # colour filters of 7x7 pixels). Offline its weights cannot be had, so the
 # example trains a small ResNet on scikit-learn's handwritten digits, with a
-# 7x7 first convolution like ResNet-18's, and keeps a copy of its random
-# starting weights to compare with.
-try:
-    model, _ = load_torchvision_classifier("resnet18")
-    initial, _ = load_torchvision_classifier("resnet18", weights=None)
-    first, deeper = "conv1", "layer2.0.conv1"
-    from skimage import data as photos
+# 7x7 first convolution like ResNet-18's; :meth:`~netlens.models.Subject.untrained`
+# gives the random starting weights to compare with.
 
-    photo = torch.from_numpy(photos.astronaut()).permute(2, 0, 1).float() / 255
-    shown = torch.nn.functional.interpolate(photo[None], size=(224, 224), mode="area")
-    mean = torch.tensor(viz.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(viz.IMAGENET_STD).view(1, 3, 1, 1)
-    inputs = (shown - mean) / std
-except WeightsUnavailableError:
-    print(
-        "torchvision's ImageNet weights are not available offline; training a small "
-        "ResNet on scikit-learn's digits instead"
-    )
-    train, test = load_digits(size=32)
-    model = SmallResNet(num_classes=10, in_channels=1)
-    model.conv1 = nn.Conv2d(1, 16, kernel_size=7, padding=3, bias=False)
-    initial = copy.deepcopy(model)
-    train_classifier(model, train, test, epochs=5, progress=False)
-    print(f"test accuracy: {accuracy(model, test):.3f}")
-    first, deeper = "conv1", "layer2.conv1"
-    shown = inputs = test.images[:3]
+
+def small_resnet_7x7():
+    """A SmallResNet for the digits whose first convolution is 7x7, as ResNet-18's."""
+    network = SmallResNet(num_classes=10, in_channels=1)
+    network.conv1 = nn.Conv2d(1, 16, kernel_size=7, padding=3, bias=False)
+    return network
+
+
+subject = pretrained_or_digits(
+    "resnet18",
+    photos=("astronaut",),
+    size=32,
+    network=small_resnet_7x7,  # built only if the digits are used
+    epochs=1 if QUICK else 5,
+)
+model, initial = subject.model, subject.untrained()
+shown, inputs = subject.pictures, subject.inputs
+first, deeper = "conv1", "layer2.0.conv1" if subject.pretrained else "layer2.conv1"
 layers = dict(model.named_modules())
 weight = layers[first].weight.detach()
 print(f"{first} weights: {tuple(weight.shape)}, from {weight.min():.3f} to {weight.max():.3f}")
@@ -153,3 +147,5 @@ viz.filter_grid(deep, scale="filter", ax=axes[0])
 axes[0].set_title(f"{deeper}\n{axes[0].get_title()}")
 viz.filter_grid(deep[0][:, None], scale="layer", ax=axes[1])
 axes[1].set_title(f"{deeper}, filter 0: one tile per input channel\n{axes[1].get_title()}")
+
+viz.save_figures()  # run as a script: the figures go to ./figures/

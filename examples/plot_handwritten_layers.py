@@ -13,20 +13,20 @@ one you wrote yourself), every intermediate feature map.
 
 import math
 import os
-import tempfile
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from netlens import FeatureExtractor
-from netlens.datasets import Split, load_digits
+from netlens.datasets import Split, load_cifar10
 from netlens.models import accuracy, train_classifier
+from netlens.viz import save_figures
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 
 class MyLinear(nn.Module):
@@ -81,28 +81,11 @@ class MyConv2d(nn.Module):
 # Data. CIFAR-10 when torchvision can download it, otherwise the handwritten
 # digits that ship with scikit-learn, upsampled to 32x32 with three equal
 # colour channels so the same network fits both.
-try:
-    root = os.path.join(tempfile.gettempdir(), "cifar10")
-    cifar = {
-        part: torchvision.datasets.CIFAR10(root, train=part == "train", download=True)
-        for part in ("train", "test")
-    }
-except OSError as error:
-    print(f"CIFAR-10 could not be downloaded ({type(error).__name__}); using the digits instead")
-    train, test = load_digits(size=32, channels=3)
-    classes = [str(i) for i in range(10)]
-    epochs = 8
-else:
-    train, test = (
-        Split(
-            torch.from_numpy(cifar[part].data).permute(0, 3, 1, 2).float() / 255,
-            torch.tensor(cifar[part].targets),
-        )
-        for part in ("train", "test")
-    )
-    train = Split(train.images[:10000], train.labels[:10000])  # a few seconds per epoch
-    classes = cifar["train"].classes
-    epochs = 2
+data = load_cifar10(n_train=10000, n_test=None)  # 10,000 training images: seconds per epoch
+train, test, classes = data.train, data.test, data.classes
+epochs = 2 if data.cifar else 8
+if QUICK:
+    epochs = 1
 print(f"training images {tuple(train.images.shape)}, test images {tuple(test.images.shape)}")
 
 # %%
@@ -238,3 +221,5 @@ right.set_ylim(floor, 1e-4)
 right.set_xlabel("layer (captured with FeatureExtractor)")
 right.set_ylabel("max |default - own| / max |default|")
 right.set_title("Feature maps of the two networks agree")
+
+save_figures()  # run as a script: the figures go to ./figures/

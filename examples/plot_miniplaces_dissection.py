@@ -293,3 +293,4 @@ for ax, cls, cam in zip(axes, top5, cams, strict=True):
 print(f"made in {time.perf_counter() - start:.0f} s")
 
 torch.set_num_threads(threads)
+viz.save_figures()  # run as a script: the figures go to ./figures/

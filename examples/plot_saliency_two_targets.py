@@ -13,17 +13,19 @@ follows, where a digit network looks at two digits side by side, so one knows
 where the evidence for each class is and can measure where the saliency goes.
 """
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from netlens import GradCAM, Saliency, viz
-from netlens.datasets import DIGIT_CLASSES, Split, load_digits
+from netlens.datasets import DIGIT_CLASSES
 from netlens.errors import WeightsUnavailableError
-from netlens.models import SmallResNet, load_torchvision_classifier, train_classifier
+from netlens.models import load_torchvision_classifier, pretrained_or_digits, sample_photo
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 
 def two_target_figure(images, targets_a, targets_b, names, model, *, mean=None, std=None):
@@ -82,14 +84,7 @@ except WeightsUnavailableError:
         "cat photo and going on with the digit test below"
     )
 else:
-    import skimage.data
-
-    photo = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).float() / 255
-    side = min(photo.shape[1:])
-    left = (photo.shape[2] - side) // 2
-    photo = F.interpolate(
-        photo[None, :, :, left : left + side], size=(224, 224), mode="bilinear", antialias=True
-    )
+    photo = sample_photo("chelsea", 224)[None]
     mean, std = torch.tensor(viz.IMAGENET_MEAN), torch.tensor(viz.IMAGENET_STD)
     x = (photo - mean[:, None, None]) / std[:, None, None]
     cat, dog = categories.index("Egyptian cat"), categories.index("bull mastiff")
@@ -107,13 +102,8 @@ else:
 # digits, each 24x24 with a 4-pixel black margin. It is then shown two test
 # digits of different classes side by side, a 32x64 strip: both classes score
 # high, and one knows which half holds the evidence for each.
-train, test = (
-    Split(F.pad(split.images, (4, 4, 4, 4)), split.labels)
-    for split in load_digits(size=24, channels=1)
-)
-model = SmallResNet(num_classes=10, in_channels=1)
-history = train_classifier(model, train, test, epochs=3, progress=False)
-print(f"test accuracy on single digits: {history.test_accuracy[-1]:.3f}")
+digits = pretrained_or_digits(None, size=32, margin=4, epochs=1 if QUICK else 3)
+model, test = digits.model, digits.test
 
 generator = torch.Generator().manual_seed(0)
 left_index = torch.randperm(len(test), generator=generator)
@@ -197,3 +187,5 @@ ax.set_ylabel("share on the half holding the target digit")
 ax.set_xlabel("measure, and which digit of the strip is the target")
 ax.set_title(f"Where the attribution goes, over {len(strips)} two-digit strips")
 ax.legend(loc="lower right")
+
+viz.save_figures()  # run as a script: the figures go to ./figures/

@@ -10,19 +10,19 @@ maps of its convolution and pooling layers with
 image regions speak for its predictions, right and wrong.
 """
 
-from pathlib import Path
+import os
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from netlens import FeatureExtractor, GradCAM, viz
-from netlens.datasets import DIGIT_CLASSES, Split, load_digits
+from netlens.datasets import Split, load_cifar10
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 # %%
 # Data
@@ -33,32 +33,8 @@ torch.manual_seed(0)
 # three channels, so the same network applies unchanged. Pixel values lie in
 # [0, 1]. Each row below shows the first ten images of one class.
 
-
-def load_cifar10(n_train: int = 5000, n_test: int = 1000) -> tuple[Split, Split, list[str]]:
-    """A subset of CIFAR-10 as tensors in [0, 1] (the full set trains too slowly here)."""
-    import torchvision
-
-    root = Path.home() / ".cache" / "netlens" / "cifar10"
-    sets = [torchvision.datasets.CIFAR10(root, train=t, download=True) for t in (True, False)]
-
-    def as_split(dataset, n: int) -> Split:
-        images = torch.from_numpy(dataset.data[:n]).permute(0, 3, 1, 2).float() / 255
-        return Split(images, torch.tensor(dataset.targets[:n]))
-
-    train, test = as_split(sets[0], n_train), as_split(sets[1], n_test)
-    print(f"CIFAR-10: using {len(train)} training and {len(test)} test images to stay fast")
-    return train, test, list(sets[0].classes)
-
-
-try:
-    train, test, classes = load_cifar10()
-except (OSError, RuntimeError) as error:  # no network: URLError is an OSError
-    print(
-        f"CIFAR-10 could not be downloaded ({type(error).__name__}); using scikit-learn's "
-        "handwritten digits, upsampled to 32x32 with 3 channels, instead"
-    )
-    train, test = load_digits(size=32, channels=3)
-    classes = DIGIT_CLASSES
+data = load_cifar10(n_train=5000, n_test=1000)  # a subset: the full set trains too slowly here
+train, test, classes = data.train, data.test, data.classes
 print(f"training images {tuple(train.images.shape)}, test images {tuple(test.images.shape)}")
 
 fig, axes = plt.subplots(len(classes), 10, figsize=(9, 9.6), layout="constrained")
@@ -142,7 +118,8 @@ loader = DataLoader(
 )
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 curves = {"training": ([], []), "test": ([], [])}
-for epoch in range(10):
+epochs = 2 if QUICK else 10
+for epoch in range(epochs):
     model.train()
     for images, labels in loader:
         loss = F.cross_entropy(model(images), labels)
@@ -172,15 +149,14 @@ for epoch in range(10):
 # (on the digits), and no augmentation or regularisation, nothing holds it
 # back.
 
-epochs = np.arange(1, 11)
 fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 for name, (losses, accuracies) in curves.items():
-    ax_acc.plot(epochs, accuracies, marker="o", label=name)
-    ax_loss.plot(epochs, losses, marker="o", label=name)
+    ax_acc.plot(range(1, epochs + 1), accuracies, marker="o", label=name)
+    ax_loss.plot(range(1, epochs + 1), losses, marker="o", label=name)
 for ax, what in ((ax_acc, "accuracy"), (ax_loss, "cross-entropy loss")):
     ax.set_xlabel("epoch")
     ax.set_ylabel(what)
-    ax.set_xticks(epochs)
+    ax.set_xticks(range(1, epochs + 1))
     ax.set_title(f"{what} per epoch")
     ax.legend()
 
@@ -225,7 +201,7 @@ for half, pair in zip(fig.subfigures(2, 1), (layers[:2], layers[2:]), strict=Tru
 # :class:`netlens.GradCAM` weights the 16 maps of the last convolution,
 # ``conv2``, by the gradient of the predicted class score, keeps the positive
 # part and resizes the 10x10 result to the 32x32 input;
-# :func:`netlens.viz.overlay` lays it over the image (red: the region that
+# :func:`netlens.viz.overlay` lays it over the image (bright: the region that
 # speaks most for the prediction). Ten correctly classified test images come
 # first, then the misclassified ones.
 #
@@ -264,3 +240,5 @@ for title, picked in (
         )
         axes[0, col].set_axis_off()
         viz.overlay(test.images[i], heat, ax=axes[1, col])
+
+viz.save_figures()  # run as a script: the figures go to ./figures/

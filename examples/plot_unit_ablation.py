@@ -13,16 +13,17 @@ the feature map of the unit with the largest weight, and searches with
 the prediction.
 """
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from netlens import FeatureExtractor, UnitAblator, fewest_units_to_flip, rank_units, viz
-from netlens.datasets import DIGIT_CLASSES, load_digits
-from netlens.errors import WeightsUnavailableError
-from netlens.models import SmallResNet, accuracy, load_torchvision_classifier, train_classifier
+from netlens.models import pretrained_or_digits
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 
 # %%
 # A trained network
@@ -31,37 +32,17 @@ torch.manual_seed(0)
 # internet its weights cannot be had, and the example trains a small ResNet on
 # scikit-learn's handwritten digits instead (no download). Both end in
 # ``layer4 -> avgpool -> fc``, so the same code runs on either.
-try:
-    model, class_names = load_torchvision_classifier("resnet18")
-    from skimage import data as photos
-
-    size = 224
-    pictures = torch.stack(
-        [
-            torch.nn.functional.interpolate(
-                torch.from_numpy(np.asarray(photo)).permute(2, 0, 1)[None].float() / 255,
-                size=(size, size),
-                mode="bilinear",
-                antialias=True,
-            )[0].clamp(0, 1)
-            for photo in (photos.chelsea(), photos.coffee(), photos.rocket(), photos.astronaut())
-        ]
-    )
-    mean = torch.tensor(viz.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(viz.IMAGENET_STD).view(1, 3, 1, 1)
-    inputs = (pictures - mean) / std
-except WeightsUnavailableError:
-    print(
-        "torchvision's ImageNet weights are not available offline; "
-        "training a small ResNet on scikit-learn's digits instead"
-    )
-    train, test = load_digits(size=32)
-    model = SmallResNet(num_classes=10, in_channels=1)
-    train_classifier(model, train, test, epochs=5, lr=1e-3, batch_size=32, progress=False)
-    print(f"test accuracy: {accuracy(model, test):.3f}")
-    class_names = DIGIT_CLASSES
-    pictures = inputs = test.images[:12]
-model.eval()
+subject = pretrained_or_digits(
+    "resnet18",
+    photos=("chelsea", "coffee", "rocket", "astronaut"),
+    digits=range(12),
+    size=32,
+    epochs=1 if QUICK else 5,
+    lr=1e-3,
+    batch_size=32,
+)
+model, class_names = subject.model, subject.class_names
+pictures, inputs = subject.pictures, subject.inputs
 layer = "layer4"
 
 # %%
@@ -167,3 +148,5 @@ right.set_xticks(
 right.set_xlabel("image and its predicted class")
 right.set_ylabel("units switched off")
 right.set_title(f"fewest top-ranked {layer} units that change the prediction")
+
+viz.save_figures()  # run as a script: the figures go to ./figures/

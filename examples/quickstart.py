@@ -7,6 +7,8 @@ capture its feature maps with :class:`netlens.FeatureExtractor` and find the
 fewest units of its last block whose removal changes a prediction.
 """
 
+import os
+
 import torch
 
 from netlens import FeatureExtractor, UnitAblator, fewest_units_to_flip, rank_units
@@ -14,9 +16,10 @@ from netlens.datasets import load_digits
 from netlens.models import SmallResNet, accuracy, train_classifier
 
 torch.manual_seed(0)
+QUICK = os.environ.get("NETLENS_QUICK", "0") != "0"  # a shorter training run, for CI
 train, test = load_digits(size=32)
 model = SmallResNet(num_classes=10, in_channels=1)
-history = train_classifier(model, train, test, epochs=5, progress=False)
+history = train_classifier(model, train, test, epochs=1 if QUICK else 5, progress=False)
 print(f"test accuracy after {len(history.loss)} epochs: {accuracy(model, test):.3f}")
 
 # %%

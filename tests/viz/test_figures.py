@@ -203,7 +203,7 @@ DRAW = {
     "neighbour_grid": lambda **where: viz.neighbour_grid(BANK[:1], BANK, [[1, 2]], **where),
     "compare_tsne": lambda **where: viz.compare_tsne(torch.rand(6, 2), torch.rand(6, 2), **where),
 }
-NOT_PICTURES = {"to_image", "normalize", "blend", "reduce_channels"}
+NOT_PICTURES = {"to_image", "normalize", "blend", "reduce_channels", "save_figures"}
 FUNCTIONS = sorted(name for name in viz.__all__ if inspect.isfunction(getattr(viz, name)))
 
 

@@ -15,6 +15,7 @@ Examples
 (torch.Size([8, 1, 16, 16]), [0, 1, 2, 3, 0, 1, 2, 3])
 """
 
+from netlens.datasets.cifar import ImageSplits, load_cifar10
 from netlens.datasets.digits import DIGIT_CLASSES, Split, load_digits
 from netlens.datasets.rotation import ROTATION_NAMES, RotationDataset, rotate, rotate_batch
 
@@ -24,12 +25,14 @@ from netlens.datasets.scenes import SCENE_CLASSES, SCENE_CONCEPTS, Scenes, scene
 
 __all__ = [
     "DIGIT_CLASSES",
+    "ImageSplits",
     "ROTATION_NAMES",
+    "RotationDataset",
     "SCENE_CLASSES",
     "SCENE_CONCEPTS",
-    "RotationDataset",
     "Scenes",
     "Split",
+    "load_cifar10",
     "load_digits",
     "rotate",
     "rotate_batch",

@@ -17,6 +17,7 @@ Examples
 True
 """
 
+from netlens.models.pretrained import Subject, pretrained_or_digits, sample_photo
 from netlens.models.resnet import SmallResNet
 from netlens.models.scenes import SceneClassifier, scene_network, train_scene_classifier
 from netlens.models.torchvision_classifiers import load_torchvision_classifier
@@ -26,9 +27,12 @@ __all__ = [
     "History",
     "SceneClassifier",
     "SmallResNet",
+    "Subject",
     "accuracy",
     "load_torchvision_classifier",
     "per_sample_loss",
+    "pretrained_or_digits",
+    "sample_photo",
     "scene_network",
     "train_classifier",
     "train_scene_classifier",
