@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +163,62 @@ def skip_if_per_channel_on_a_large_model(method, name: str) -> None:
     """Skip a generic test of Score-CAM on a model outside :data:`PER_CHANNEL_MODELS`."""
     if getattr(method, "__name__", "") == "ScoreCAM" and name not in PER_CHANNEL_MODELS:
         pytest.skip("Score-CAM runs a forward pass per channel; tested on the small models")
+
+
+# --- pages in a headless browser ----------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class _LoadNote(HTMLParser):
+    """The ``#images-loaded`` element that netlens pages fill in once their images loaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.note: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id") == "images-loaded":
+            self.note = found
+
+
+@pytest.fixture
+def images_loaded(tmp_path) -> Callable[[Path], tuple[str | None, str | None]]:
+    """``(data-loaded, data-total)`` of a netlens page as headless Chromium renders it.
+
+    Skips without a browser, unless ``NETLENS_REQUIRE_BROWSER`` is set (CI), which fails.
+    """
+    if not CHROMIUM.exists():
+        if os.environ.get("NETLENS_REQUIRE_BROWSER"):
+            pytest.fail(f"NETLENS_REQUIRE_BROWSER is set but there is no browser at {CHROMIUM}")
+        pytest.skip(f"no headless browser at {CHROMIUM}")
+
+    def rendered(index: Path) -> tuple[str | None, str | None]:
+        result = subprocess.run(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                index.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        parser = _LoadNote()
+        parser.feed(result.stdout)
+        assert parser.note is not None, "the page's image check did not run"
+        return parser.note["data-loaded"], parser.note["data-total"]
+
+    return rendered

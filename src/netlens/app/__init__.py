@@ -8,4 +8,4 @@ command at; :mod:`~netlens.app.audit` scores every method with every metric.
 The library never imports this package: it sits on top.
 """
 
-__all__ = ["audit", "cli", "files", "tour", "tour_page"]
+__all__ = ["arguments", "audit", "cli", "dissect_report", "files", "tour", "tour_page"]

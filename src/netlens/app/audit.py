@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from netlens.app.arguments import integer_at_least
 from netlens.app.files import shown
 from netlens.app.tour_page import _SCRIPT, _STYLE
 from netlens.attribution import METHODS
@@ -836,7 +837,9 @@ def add_audit_parser(commands: argparse._SubParsersAction, common: argparse.Argu
         + ", ".join([*METHODS, RANDOM]),
     )
     audit.add_argument(
-        "--count", type=_positive, help=f"images to score (default: {DEFAULT.images})"
+        "--count",
+        type=integer_at_least(2, "images"),
+        help=f"images to score (default: {DEFAULT.images})",
     )
     audit.add_argument(
         "--out", default="netlens-audit", type=Path, help="folder to write (default: %(default)s)"
@@ -847,16 +850,6 @@ def add_audit_parser(commands: argparse._SubParsersAction, common: argparse.Argu
     )
     audit.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     audit.set_defaults(run=audit_main, parser=audit)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 images, got {value}")
-    return value
 
 
 def audit_main(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from netlens import __version__
+from netlens.app.arguments import integer_at_least
 from netlens.app.audit import add_audit_parser
 from netlens.app.dissect_report import add_dissect_parser
 from netlens.app.files import (
@@ -158,7 +159,7 @@ def _add_explain(commands: argparse._SubParsersAction, common: argparse.Argument
     explain.add_argument("--target", type=int, help="class index to explain (default: top-1)")
     explain.add_argument(
         "--topk",
-        type=_positive,
+        type=integer_at_least(1),
         default=1,
         metavar="K",
         help="draw the maps of the K most probable classes side by side (default: %(default)s)",
@@ -200,18 +201,8 @@ def _add_layers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     layers.set_defaults(run=_layers)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _input_size(text: str) -> int:
-    value = _positive(text)
+    value = integer_at_least(1)(text)
     if value > MAX_INPUT_SIZE:
         raise argparse.ArgumentTypeError(
             f"{value} is larger than {MAX_INPUT_SIZE}, the largest side netlens runs a "

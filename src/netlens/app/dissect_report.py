@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from netlens.app.arguments import integer_at_least
 from netlens.app.files import shown
 from netlens.dissect import Dissection, dissect
 
@@ -107,7 +108,7 @@ def add_dissect_parser(commands: argparse._SubParsersAction, common: argparse.Ar
     parser.add_argument(
         "--images",
         default=600,
-        type=_positive,
+        type=integer_at_least(1),
         help="held-out scenes to dissect on (default: %(default)s)",
     )
     parser.add_argument("--arch", help="torchvision architecture to dissect instead, e.g. resnet18")
@@ -118,7 +119,7 @@ def add_dissect_parser(commands: argparse._SubParsersAction, common: argparse.Ar
     parser.add_argument(
         "--input-size",
         default=224,
-        type=_positive,
+        type=integer_at_least(1),
         help="with --arch: side images are resized to (default: %(default)s)",
     )
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
@@ -132,16 +133,6 @@ def _quantile(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
