@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from netlens.app.arguments import integer_at_least
 from netlens.app.files import shown
-from netlens.app.tour_page import _SCRIPT, _STYLE
+from netlens.app.tour_page import html_figure, html_page
 from netlens.attribution import METHODS
 from netlens.attribution.base import Attribution, Targets
 from netlens.errors import NetlensError
@@ -507,24 +507,8 @@ def _render(audits: list[_MethodAudit], summary: str, settings_text: str) -> str
         for what, why in a.errors.items()
     ]
     not_measured = f"<h3>Not measured</h3><ul>{''.join(missing)}</ul>" if missing else ""
-    figures = "\n".join(
-        f'<figure id="{Path(name).stem}"><img src="{name}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, caption in _CAPTIONS.items()
-    )
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>netlens audit</title>
-<style>{_STYLE}
-th {{ text-align: left; padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }}
-td.beats {{ color: #176117; }}
-</style>
-</head>
-<body>
-<h1>netlens audit: which attribution map can be trusted here?</h1>
+    figures = "\n".join(html_figure(name, caption) for name, caption in _CAPTIONS.items())
+    body = f"""<h1>netlens audit: which attribution map can be trusted here?</h1>
 <p>{html.escape(summary)}. Every method's maps scored by faithfulness metrics and the model
 randomisation sanity check. A number in green is better than the random baseline's with
 95% intervals that do not overlap.</p>
@@ -536,11 +520,13 @@ randomisation sanity check. A number in green is better than the random baseline
 </table>
 {not_measured}
 <h2>Pictures</h2>
-{figures}
-<p id="images-loaded" data-loaded="" data-total="">Image check needs JavaScript.</p>
-<script>{_SCRIPT}</script>
-</body>
-</html>
+{figures}"""
+    return html_page("netlens audit", body, style=_AUDIT_STYLE)
+
+
+_AUDIT_STYLE = """
+th { text-align: left; padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
+td.beats { color: #176117; }
 """
 
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from netlens.app.arguments import integer_at_least
 from netlens.app.files import shown
+from netlens.app.tour_page import html_figure, html_page
 from netlens.dissect import Dissection, dissect
 
 __all__ = ["FILES", "add_dissect_parser", "dissect_main", "load_folder"]
@@ -369,12 +370,8 @@ def load_folder(folder: str | Path, size: int) -> tuple[Tensor, dict[str, Tensor
 # -- the page -------------------------------------------------------------------------
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 1em 0 2em; }
 th, td { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: left; }
 td.n { font-variant-numeric: tabular-nums; text-align: right; }
-figure { margin: 2em 0; } figure img { max-width: 100%; height: auto; }
 """
 
 
@@ -452,12 +449,7 @@ def _write(out: Path, run: _Run, seconds: float) -> None:
         f'<td class="n">{r["iou"]:.3f}</td><td class="n">{r["ceiling"]:.3f}</td></tr>'
         for r in trained.rows(20)
     )
-    page = f"""<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{html.escape(run.title)}</title>
-<style>{_STYLE}</style></head>
-<body>
-<h1>{html.escape(run.title)}</h1>
+    body = f"""<h1>{html.escape(run.title)}</h1>
 <p>{html.escape(run.settings)} Made in {seconds:.0f} s.</p>
 <p>Each unit is cut at the level only the top share of its activations over the data
 exceeds; its region is compared with each concept's mask by intersection over union,
@@ -470,17 +462,19 @@ concepts looked at closely, each dissected again at its own pixel share.</p>
 <table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>
 {table}
 </table>
-<figure><img src="concepts.png" alt="best IoU per concept"><figcaption>The best unit's IoU
-for every concept, trained network and control.</figcaption></figure>
-<figure><img src="samples.png" alt="top images of the best units"><figcaption>The images
-where the best unit for each concept fires most; yellow: the unit's region, cyan: the
-concept.</figcaption></figure>
+{html_figure("concepts.png", _CONCEPTS_CAPTION)}
+{html_figure("samples.png", _SAMPLES_CAPTION)}
 <h2>The 20 units with the highest IoU ({html.escape(first)})</h2>
 <table><tr><th>unit</th><th>concept</th><th>IoU</th><th>ceiling</th></tr>
 {units}
 </table>
-<p>All units: <a href="units.csv">units.csv</a>.</p>
-</body>
-</html>
-"""
+<p>All units: <a href="units.csv">units.csv</a>.</p>"""
+    page = html_page(run.title, body, style=_STYLE)
     (out / "index.html").write_text(page, encoding="utf-8")
+
+
+_CONCEPTS_CAPTION = "The best unit's IoU for every concept, trained network and control."
+_SAMPLES_CAPTION = (
+    "The images where the best unit for each concept fires most; yellow: the unit's "
+    "region, cyan: the concept."
+)

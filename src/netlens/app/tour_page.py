@@ -1,10 +1,11 @@
-"""The tour's web page: its figures with one-line captions, and the measured numbers.
+"""The pages netlens writes: the tour's, and the shell every page of the command shares.
 
-The page is one self-contained HTML file next to the PNG files it shows. A
-short inline script counts, once the page has loaded, how many of its images
-the browser could decode and writes the count into the page (``data-loaded``
-and ``data-total`` of ``#images-loaded``), so a headless browser can prove
-that every picture shows.
+A page is one self-contained HTML file next to the PNG files it shows
+(:func:`html_page`: one style, and the image check). A short inline script
+counts, once the page has loaded, how many of its images the browser could
+decode and writes the count into the page (``data-loaded`` and ``data-total``
+of ``#images-loaded``), so a headless browser can prove that every picture
+shows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,43 @@ window.addEventListener("load", function () {
   note.textContent = loaded.length + " of " + images.length + " images loaded.";
 });
 """
+
+
+def html_page(title: str, body: str, *, style: str = "") -> str:
+    """A whole page: ``title``, the shared style (plus ``style``), ``body``, the image check.
+
+    Examples
+    --------
+    >>> page = html_page("a <b>", "<p>hi</p>", style="p { color: red; }")
+    >>> "<title>a &lt;b&gt;</title>" in page, "p { color: red; }" in page
+    (True, True)
+    >>> page.index("<p>hi</p>") < page.index('id="images-loaded"')
+    True
+    """
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_STYLE}{style}</style>
+</head>
+<body>
+{body}
+<p id="images-loaded" data-loaded="" data-total="">Image check needs JavaScript.</p>
+<script>{_SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def html_figure(name: str, caption: str) -> str:
+    """One ``<figure>``: the image file ``name`` with ``caption`` under it (both escaped)."""
+    return (
+        f'<figure id="{html.escape(Path(name).stem)}">'
+        f'<img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 @dataclass(frozen=True)
@@ -76,22 +114,8 @@ def render_index(numbers: list[Number], captions: Mapping[str, str], settings: s
         f"{html.escape(n.text())}</td></tr>"
         for n in numbers
     )
-    figures = "\n".join(
-        f'<figure id="{html.escape(Path(name).stem)}">'
-        f'<img src="{html.escape(name)}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, caption in captions.items()
-    )
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>netlens tour</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<h1>netlens tour: inside a small ResNet that reads handwritten digits</h1>
+    figures = "\n".join(html_figure(name, caption) for name, caption in captions.items())
+    body = f"""<h1>netlens tour: inside a small ResNet that reads handwritten digits</h1>
 <p>A digit classifier and its self-supervised twin, which only learned to tell
 how a digit was turned, looked at with every netlens method. {html.escape(settings)}</p>
 <h2>Measured</h2>
@@ -99,12 +123,8 @@ how a digit was turned, looked at with every netlens method. {html.escape(settin
 {rows}
 </table>
 <h2>Pictures</h2>
-{figures}
-<p id="images-loaded" data-loaded="" data-total="">Image check needs JavaScript.</p>
-<script>{_SCRIPT}</script>
-</body>
-</html>
-"""
+{figures}"""
+    return html_page("netlens tour", body)
 
 
 def write_index(
