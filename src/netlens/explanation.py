@@ -23,7 +23,7 @@ from netlens.layers import LayerLike
 if TYPE_CHECKING:
     from matplotlib.figure import FigureBase
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "build_method", "explain"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,7 +262,7 @@ def explain(
     check_images(x)
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive int, not {topk!r}")
-    attribution = _build(method, model, layer)
+    attribution = build_method(method, model, layer)
     if attribution.model is not model:
         raise ValueError("the method given is built on another model than the one given")
 
@@ -310,9 +310,22 @@ def explain(
     )
 
 
-def _build(
-    method: str | type[Attribution] | Attribution, model: nn.Module, layer: LayerLike | None
+def build_method(
+    method: str | type[Attribution] | Attribution,
+    model: nn.Module,
+    layer: LayerLike | None = None,
 ) -> Attribution:
+    """A method on ``model``: by :data:`~netlens.attribution.METHODS` name, class, or as given.
+
+    A layer method gets ``layer`` (``None``: its default); a method that runs
+    many passes (Score-CAM, Occlusion, ...) shows a progress bar.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> build_method("scorecam", torchvision.models.resnet18(), "layer3")
+    ScoreCAM(ResNet, layer='layer3')
+    """
     from netlens.attribution import METHODS
 
     if isinstance(method, Attribution):
@@ -331,14 +344,12 @@ def _build(
         cls = method
     else:
         raise TypeError(f"method must be a name, an Attribution class or instance, not {method!r}")
-    if cls.needs_layer:
-        return cls(model, layer)
-    if layer is not None:
+    if layer is not None and not cls.needs_layer:
         raise ValueError(f"{cls.title} reads no layer: leave layer=None")
     options: dict[str, Any] = {}
     if "progress" in inspect.signature(cls).parameters:
         options["progress"] = True
-    return cls(model, **options)
+    return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
 
 
 def imagenet_classes() -> list[str]:

@@ -19,7 +19,6 @@ writes them, so any name prints.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ from netlens.app.files import (
     shown,
 )
 from netlens.attribution import METHODS
-from netlens.attribution.base import Attribution
 from netlens.errors import NetlensError
 from netlens.hooks import ModuleCall, trace_calls
 from netlens.layers import find_classifier, find_feature_layer
@@ -315,7 +313,7 @@ def _or_none(value: float | None) -> str:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from netlens.explanation import explain
+    from netlens.explanation import build_method, explain
 
     out, file_format = _output(args)
     resize, crop, mean, std = _preprocessing(args.arch)
@@ -325,7 +323,7 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         picture = prepare_image(image, resize=resize, crop=crop, name=shown(args.image))
     model, categories, source = _model(args)
-    method = _method(args.method, model, args.layer)
+    method = build_method(args.method, model, args.layer)
 
     x = ((picture - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
     with torch.no_grad():
@@ -445,13 +443,6 @@ def _output(args: argparse.Namespace) -> tuple[Path, str]:
             f"writes; use one of {', '.join('.' + f for f in sorted(formats))}"
         )
     return out, file_format
-
-
-def _method(name: str, model: nn.Module, layer: str | None) -> Attribution:
-    cls = METHODS[name]
-    # Methods that run many passes (Score-CAM, Occlusion, ...) show a progress bar.
-    options = {"progress": True} if "progress" in inspect.signature(cls).parameters else {}
-    return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
 
 
 def _draw(picture: Tensor, explained: Explanation, arch: str) -> Figure:
