@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 from netlens._checks import check_images
@@ -266,7 +265,7 @@ def explain(
     if attribution.model is not model:
         raise ValueError("the method given is built on another model than the one given")
 
-    seen: dict[str, Tensor] = {}
+    seen: dict[str, Any] = {}
 
     given = None if target is None else Targets.parse(target, x.shape[0])
     if given is not None and given.needs_logits:
@@ -283,7 +282,7 @@ def explain(
             else:
                 classes = probs.topk(topk, dim=1).indices
             seen["classes"], seen["probs"] = classes, probs.gather(1, classes)
-            seen["width"] = torch.tensor(logits.shape[1])
+            seen["width"] = logits.shape[1]
         return seen["classes"]
 
     maps = attribution(x, top_classes, size=size)
@@ -291,7 +290,7 @@ def explain(
         raise RuntimeError(f"{attribution.title} did not run the model on the images")
     if maps.dim() == 3:
         maps = maps.unsqueeze(1)
-    width = int(seen["width"])
+    width = seen["width"]
     if class_names is None and width == 1000:
         class_names = imagenet_classes()
     elif class_names is not None and len(class_names) != width:
