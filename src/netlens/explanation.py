@@ -37,7 +37,8 @@ class Explanation:
         ``(N, K, H, W)``: the map of each image's ``k``-th class, raw values
         (not normalised) at the resolution asked for.
     classes
-        ``(N, K)`` class indices, each image's most probable first.
+        ``(N, K)`` class indices, each image's most probable first (or as given by
+        ``target=``).
     probs
         ``(N, K)`` softmax probabilities of those classes.
     method
