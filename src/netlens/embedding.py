@@ -17,6 +17,7 @@ looked at in two ways that the literature uses to judge a representation:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +37,7 @@ from netlens._checks import (
 )
 from netlens._repr import ShortRepr
 from netlens.errors import NotFittedError
+from netlens.feature_store import FeatureArray
 from netlens.hooks import HookSession, OutputFn, Tap, eval_mode, run_forward
 from netlens.layers import LayerLike, find_classifier, resolve_layer
 
@@ -123,6 +125,67 @@ class EmbeddingProbe:
         size = "unfitted" if self.features is None else f"{tuple(self.features.shape)} features"
         return f"EmbeddingProbe({type(self.model).__name__}, {where} {layer!r}, {size})"
 
+    @classmethod
+    def from_features(
+        cls,
+        out_dir: str | os.PathLike[str],
+        labels: Tensor | Iterable[int] | None = None,
+        *,
+        layer: str | None = None,
+    ) -> EmbeddingProbe:
+        """A probe over features that :func:`netlens.extract_dataset` wrote to disk.
+
+        The bank stays on disk (memory-mapped): :meth:`knn` and
+        :meth:`knn_accuracy` read it in blocks of at most 64 MiB, so it may be
+        larger than memory; :meth:`tsne` loads it (use a sample). Features of
+        more than one dimension per item are flattened. The probe has no
+        model: queries are features, not images.
+
+        Parameters
+        ----------
+        out_dir
+            The folder :func:`~netlens.extract_dataset` wrote.
+        labels
+            ``(N,)`` labels; default: those stored with the features, if any.
+        layer
+            Which layer's features; may be left out when the folder holds one.
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from netlens import extract_dataset
+        >>> from netlens.models import SmallResNet
+        >>> data = TensorDataset(torch.rand(12, 1, 16, 16), torch.arange(12) % 2)
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = extract_dataset(SmallResNet(width=4), "avgpool", data, folder, progress=False)
+        >>> probe = EmbeddingProbe.from_features(folder)
+        >>> probe.features.shape, probe.labels[:4].tolist()
+        ((12, 32, 1, 1), [0, 1, 0, 1])
+        >>> probe.knn(probe.features[:2].reshape(2, -1), k=1)[0].flatten().tolist()
+        [0, 1]
+        """
+        from netlens.feature_store import load_features
+
+        stored = load_features(out_dir)
+        if layer is None:
+            if len(stored) != 1:
+                raise ValueError(f"{out_dir} holds several layers {list(stored)}; pick one: layer=")
+            layer = next(iter(stored))
+        probe = cls.__new__(cls)
+        probe.model, probe.output, probe._where = None, None, "output"  # type: ignore[assignment]
+        probe.layer, probe._module = layer, None
+        probe.features = stored[layer]  # type: ignore[assignment]
+        if labels is not None:
+            probe.labels = check_labels(labels).cpu()
+        elif stored.labels is not None:
+            probe.labels = torch.from_numpy(np.asarray(stored.labels))
+        else:
+            probe.labels = None
+        if probe.labels is not None and len(probe.labels) != len(probe.features):
+            raise ValueError(f"got {len(probe.labels)} labels for {len(probe.features)} features")
+        return probe
+
     # features ----------------------------------------------------------------
 
     def fit(
@@ -166,6 +229,7 @@ class EmbeddingProbe:
         >>> probe.features.shape, probe.labels.tolist()
         (torch.Size([10, 32]), [0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
         """
+        self._needs_model("fit")
         if isinstance(data, Tensor):
             check_images(data)
             batch_size = check_positive_int(batch_size, "batch_size")
@@ -221,12 +285,20 @@ class EmbeddingProbe:
         >>> probe.transform(torch.rand(3, 1, 16, 16)).shape
         torch.Size([3, 32])
         """
+        self._needs_model("transform")
         check_images(images)
         batch_size = check_positive_int(batch_size, "batch_size")
         device = model_device(self.model)
         with eval_mode(self.model), torch.no_grad():
             parts = [self._features_of(x.to(device)).cpu() for x in images.split(batch_size)]
         return torch.cat(parts)
+
+    def _needs_model(self, what: str) -> None:
+        if self.model is None:
+            raise TypeError(
+                f"this probe was made from features on disk and has no model to {what} "
+                "images with; pass features, or build EmbeddingProbe(model)"
+            )
 
     def _bank(self) -> Tensor:
         if self.features is None:
@@ -285,7 +357,7 @@ class EmbeddingProbe:
         # PyTorch and scikit-learn each bring an OpenMP runtime; after a forward pass
         # their idle threads spin against each other and t-SNE runs 10-20x slower.
         with threadpool_limits(limits=1, user_api="openmp"):
-            points = tsne.fit_transform(features.double().numpy())
+            points = tsne.fit_transform(_as_matrix(features).astype(np.float64))
         return points.astype(np.float32)
 
     def knn(
@@ -302,8 +374,9 @@ class EmbeddingProbe:
         Parameters
         ----------
         queries
-            Feature vectors ``(Q, D)`` or images ``(Q, C, H, W)``, which are
-            run through the model first.
+            Feature vectors ``(Q, D)`` (a tensor, a numpy array, or a
+            :class:`~netlens.FeatureArray`) or images ``(Q, C, H, W)``, which
+            are run through the model first.
         k
             Number of neighbours: any integer (``int``, ``numpy.int64``, ...)
             of at least 1.
@@ -337,7 +410,11 @@ class EmbeddingProbe:
         if metric not in _METRICS:
             raise ValueError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
         bank = self._bank()
-        if not isinstance(queries, Tensor):
+        on_disk = isinstance(bank, FeatureArray)
+        dim = int(np.prod(bank.shape[1:]))
+        if isinstance(queries, np.ndarray):
+            queries = torch.from_numpy(np.ascontiguousarray(queries))
+        if not isinstance(queries, (Tensor, FeatureArray)):
             raise TypeError(
                 f"queries must be a tensor of features (Q, D) or images (Q, C, H, W), "
                 f"not {type(queries).__name__}"
@@ -347,28 +424,39 @@ class EmbeddingProbe:
         if k > available:
             extra = " (minus the query itself, exclude_self=True)" if exclude_self else ""
             raise ValueError(f"k={k} exceeds the {available} fitted points{extra}")
-        if queries.dim() == 4:
-            queries = self.transform(queries)
-        elif queries.dim() != 2:
-            hint = " Add a batch dimension with q.unsqueeze(0)." if queries.dim() == 1 else ""
+        if isinstance(queries, Tensor):
+            if queries.dim() == 4:
+                queries = self.transform(queries)
+            elif queries.dim() != 2:
+                hint = " Add a batch dimension with q.unsqueeze(0)." if queries.dim() == 1 else ""
+                raise ValueError(
+                    "queries must be features (Q, D) or images (Q, C, H, W), got shape "
+                    f"{tuple(queries.shape)}.{hint}"
+                )
+        width = int(np.prod(queries.shape[1:]))
+        if width != dim:
             raise ValueError(
-                "queries must be features (Q, D) or images (Q, C, H, W), got shape "
-                f"{tuple(queries.shape)}.{hint}"
-            )
-        if queries.shape[1] != bank.shape[1]:
-            raise ValueError(
-                f"queries have {queries.shape[1]} features per row, the fitted bank has "
-                f"{bank.shape[1]}; pass features of the probe's layer, or images."
+                f"queries have {width} features per row, the fitted bank has "
+                f"{dim}; pass features of the probe's layer, or images."
             )
         if exclude_self and len(queries) != len(bank):
             raise ValueError(
                 f"exclude_self=True means the queries are the fitted bank ({len(bank)} rows), "
                 f"but {len(queries)} queries were given"
             )
+        if on_disk:
+            rows = max(1, _BLOCK_ELEMENTS // dim)  # a block of the bank: at most 64 MiB
+            if batch_size is None:
+                batch_size = max(1, _BLOCK_ELEMENTS // min(rows, len(bank)))
+            else:
+                batch_size = check_positive_int(batch_size, "batch_size")
+            return _knn_on_disk(queries, bank, k, metric, exclude_self, batch_size, rows)
         if batch_size is None:
             batch_size = max(1, _BLOCK_ELEMENTS // len(bank))
         else:
             batch_size = check_positive_int(batch_size, "batch_size")
+        if isinstance(queries, FeatureArray):
+            queries = torch.from_numpy(_as_matrix(queries))
         return _knn(queries.to(bank), bank, k, metric, exclude_self, batch_size)
 
     def knn_accuracy(self, k: int = 10, *, metric: Metric = "cosine") -> float:
@@ -422,14 +510,7 @@ def _knn(
     bank_norm = torch.linalg.vector_norm(bank, dim=1)
     all_idx, all_dist = [], []
     for start, q in _chunks(queries, batch_size):
-        if metric == "cosine":
-            # Ranking by similarity avoids the cancellation in 1 - s for near-duplicates.
-            score = F.normalize(q, dim=1) @ bank.T
-            score /= bank_norm.clamp_min(1e-12)
-        else:
-            # Negated squared distance via the dot-product expansion: one matmul, no (q, N, D).
-            score = q @ bank.T
-            score.mul_(2).sub_(bank_norm.square()).sub_(q.square().sum(1, keepdim=True))
+        score = _scores(q, bank, bank_norm, metric)
         if exclude_self:
             rows = torch.arange(len(q), device=q.device)
             score[rows, rows + start] = -torch.inf
@@ -440,6 +521,68 @@ def _knn(
             # Recomputed directly for the k winners: the expansion above loses digits.
             dist = (q[:, None, :] - bank[idx]).norm(dim=2)
         all_idx.append(idx)
+        all_dist.append(dist)
+    return torch.cat(all_idx), torch.cat(all_dist)
+
+
+def _scores(q: Tensor, bank: Tensor, bank_norm: Tensor, metric: Metric) -> Tensor:
+    """``(Q, N)`` scores, higher is nearer: cosine similarity or the negated squared distance."""
+    if metric == "cosine":
+        # Ranking by similarity avoids the cancellation in 1 - s for near-duplicates.
+        score = F.normalize(q, dim=1) @ bank.T
+        score /= bank_norm.clamp_min(1e-12)
+    else:
+        # Negated squared distance via the dot-product expansion: one matmul, no (q, N, D).
+        score = q @ bank.T
+        score.mul_(2).sub_(bank_norm.square()).sub_(q.square().sum(1, keepdim=True))
+    return score
+
+
+def _as_matrix(features: FeatureArray | np.ndarray) -> np.ndarray:
+    """Features ``(N, ...)`` as a float32 ``(N, D)`` array in memory."""
+    array = np.asarray(features)
+    return array.reshape(len(array), -1).astype(np.float32, copy=False)
+
+
+def _knn_on_disk(
+    queries: Tensor | FeatureArray,
+    bank: FeatureArray,
+    k: int,
+    metric: Metric,
+    exclude_self: bool,
+    batch_size: int,
+    rows: int,
+) -> tuple[Tensor, Tensor]:
+    """:func:`_knn` over a bank read in blocks of ``rows``: a running top-k per query."""
+    if isinstance(queries, FeatureArray):
+        chunks: Iterable[tuple[int, Tensor]] = (
+            (start, torch.from_numpy(_as_matrix(block)))
+            for start, block in queries.blocks(batch_size)
+        )
+    else:
+        chunks = _chunks(queries.reshape(len(queries), -1).float(), batch_size)
+    all_idx, all_dist = [], []
+    for start, q in chunks:
+        best = torch.full((len(q), 0), -torch.inf)
+        best_idx = torch.zeros((len(q), 0), dtype=torch.long)
+        for first, block in bank.blocks(rows):
+            b = torch.from_numpy(_as_matrix(block))
+            score = _scores(q, b, torch.linalg.vector_norm(b, dim=1), metric)
+            if exclude_self:
+                own = torch.arange(start, start + len(q)) - first
+                inside = (own >= 0) & (own < len(b))
+                score[inside.nonzero().flatten(), own[inside]] = -torch.inf
+            top = score.topk(min(k, len(b)), dim=1)
+            merged = torch.cat([best, top.values], 1)
+            merged_idx = torch.cat([best_idx, top.indices + first], 1)
+            keep = merged.topk(min(k, merged.shape[1]), dim=1).indices
+            best, best_idx = merged.gather(1, keep), merged_idx.gather(1, keep)
+        if metric == "cosine":
+            dist = 1 - best
+        else:
+            found = torch.from_numpy(_as_matrix(bank[best_idx.flatten().numpy()]))
+            dist = (q[:, None, :] - found.reshape(len(q), k, -1)).norm(dim=2)
+        all_idx.append(best_idx)
         all_dist.append(dist)
     return torch.cat(all_idx), torch.cat(all_dist)
 

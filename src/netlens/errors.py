@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CAMNotApplicableError",
+    "CorruptFeaturesError",
     "GraphCutError",
     "GuidedRuleError",
     "ImageFileError",
@@ -125,6 +126,10 @@ class NotFittedError(NetlensError, RuntimeError):
 
 class WeightsUnavailableError(NetlensError, RuntimeError):
     """Pretrained weights cannot be had (no download possible, no file given)."""
+
+
+class CorruptFeaturesError(NetlensError, RuntimeError):
+    """A feature folder does not match its manifest (a missing, truncated or changed shard)."""
 
 
 class InputFileError(NetlensError, ValueError):
