@@ -1,4 +1,4 @@
-"""The ``netlens`` command: ``tour``, ``explain``, ``layers``, ``audit`` and ``dissect``.
+"""The ``netlens`` command: ``tour``, ``explain``, ``layers``, ``audit``, ``dissect``, ``extract``.
 
 ``netlens tour`` is the main job: it trains a small ResNet on handwritten
 digits that ship with scikit-learn, and its self-supervised twin, then writes
@@ -8,7 +8,9 @@ pictures of every netlens method and an ``index.html`` that shows them.
 image; ``netlens layers --arch NAME`` lists the layer names those methods
 accept; ``netlens audit`` scores every method with every faithfulness metric
 and sanity check (:mod:`netlens.app.audit`); ``netlens dissect`` finds the
-units of a network that detect concepts (:mod:`netlens.app.dissect_report`).
+units of a network that detect concepts (:mod:`netlens.app.dissect_report`);
+``netlens extract`` writes the features of a folder of images to disk
+(:mod:`netlens.app.extract_command`).
 
 Exit status: 0 on success, 2 for a usage error, 1 when the work fails. A
 failure is one line on stderr (``netlens: error: ...``); ``--debug`` shows the
@@ -33,6 +35,7 @@ from netlens import __version__
 from netlens.app.arguments import integer_at_least
 from netlens.app.audit import add_audit_parser
 from netlens.app.dissect_report import add_dissect_parser
+from netlens.app.extract_command import add_extract_parser
 from netlens.app.files import (
     apply_state_dict,
     load_checkpoint,
@@ -90,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_tour, _add_explain, _add_layers, add_audit_parser, add_dissect_parser):
+    for add in (
+        _add_tour,
+        _add_explain,
+        _add_layers,
+        add_audit_parser,
+        add_dissect_parser,
+        add_extract_parser,
+    ):
         add(commands, common)
     return parser
 
