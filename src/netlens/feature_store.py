@@ -132,7 +132,7 @@ def extract_dataset(
     device = model_device(model)
 
     # Every rank runs the first item once: the per-item shapes of every layer.
-    first_images, first_label = split_batch(_collate([dataset[0]]))
+    first_images, first_label = split_batch(torch.utils.data.default_collate([dataset[0]]))
     shapes = {
         name: tuple(v.shape[1:])
         for name, v in _features(extractor, first_images, device, reduce).items()
@@ -177,7 +177,6 @@ def extract_dataset(
         batch_sampler=batches,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        collate_fn=None,
     )
     bar = tqdm(
         total=sum(len(b) for b in batches),
@@ -259,8 +258,9 @@ class _ShardWriters:
         for name, value in values.items():
             _, handle, digest = self.files[name]
             data = np.ascontiguousarray(value.numpy().astype(self.storage, copy=False))
-            handle.write(data.tobytes())
-            digest.update(data.tobytes())
+            raw = data.tobytes()  # one copy, written and hashed
+            handle.write(raw)
+            digest.update(raw)
             rows = len(data)
         if _LABELS in self.files:
             if labels is None:
@@ -306,10 +306,6 @@ class _HashingFile:
 
     def write_header(self, header: dict) -> None:
         np.lib.format.write_array_header_1_0(self, header)
-
-
-def _collate(items: list) -> object:
-    return torch.utils.data.default_collate(items)
 
 
 def _storage_dtype(dtype: torch.dtype | str) -> type:
