@@ -595,6 +595,7 @@ def input_gradients_only(
     *,
     guided: bool = False,
     min_elements: int = 0,
+    rules: bool = True,
 ) -> Iterator[nn.Module]:
     r"""Inside this block, layers keep only what gradients to their inputs need.
 
@@ -610,6 +611,10 @@ def input_gradients_only(
     autograd: a rule costs some Python per call, worth it for the memory of
     large activations only (the methods pass
     :data:`netlens._input_gradients.WORTH_A_RULE`, 2\ :sup:`20`).
+
+    With ``rules=False`` no layer gets a rule: with ``guided=True`` that is
+    the guided ReLU rule alone, without the per-call hooks of the other layers
+    (what the methods run where no layer's input reaches ``min_elements``).
 
     With ``backward_layout`` (``torch.channels_last``), the backward pass
     through 2-d convolutions runs in that layout whatever the forward pass's,
@@ -669,7 +674,7 @@ def input_gradients_only(
             if mode is not None and isinstance(module, nn.ReLU):
                 handles.extend(_check_guided(mode, name or type(module).__name__, module, owner))
                 continue  # the guided rule, not the mask rule
-            if type(module) in LAYER_TYPES:
+            if rules and type(module) in LAYER_TYPES:
                 # Other pre-hooks (which may change the input) run first, with
                 # gradients on; other forward hooks (an ablation of this layer's
                 # output) run after the output has its history back.

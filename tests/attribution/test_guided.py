@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from conftest import SmallCNN, assert_unchanged, get_model, snapshot
+from netlens._input_gradients import LAYER_TYPES
 from netlens.attribution import METHODS
 from netlens.attribution.base import Targets
 from netlens.attribution.guided_backprop import GuidedRuleError
@@ -160,6 +161,35 @@ def test_input_gradients_only_guided_keeps_masks_and_leaves_nothing():
     inputs = x.clone().requires_grad_(True)
     (after,) = torch.autograd.grad(plain(inputs)[:, 2].sum(), inputs)
     assert _close(after, reference_gradient(model, x, [2, 2]))
+
+
+def test_guided_without_rules_hooks_only_the_relus_and_gives_the_same_gradient():
+    model, reference = _every_relu()
+    x = _images()
+    seen = [
+        module.register_forward_pre_hook(lambda module, args: None)
+        for name, module in model.named_modules()
+        if name
+    ]
+    grads = []
+    for rules in (True, False):
+        inputs = x.clone().requires_grad_(True)
+        with input_gradients_only(model, guided=True, rules=rules):
+            pre_hooks = {
+                name: len(module._forward_pre_hooks) for name, module in model.named_modules()
+            }
+            logits = model(inputs)
+        grads.append(torch.autograd.grad(logits[:, 2].sum(), inputs)[0])
+        relus = {n for n, m in model.named_modules() if isinstance(m, nn.ReLU)}
+        others = {n for n, m in model.named_modules() if type(m) in LAYER_TYPES} - relus
+        assert others, "the test network has convolutions and BatchNorm layers"
+        # One pre-hook of the test's own on every module; the rules add one on the others.
+        assert all(pre_hooks[n] == (2 if rules else 1) for n in others), rules
+        assert all(pre_hooks[n] == 2 for n in relus)  # the guided check's
+    for handle in seen:
+        handle.remove()
+    assert _close(grads[0], grads[1])
+    assert _close(grads[1], reference_gradient(reference, x, [2, 2]))
 
 
 def test_guided_relus_save_only_boolean_masks():

@@ -189,6 +189,24 @@ def test_targets_are_chosen_on_the_image_without_noise():
     assert not torch.allclose(maps, smooth(x, 1))
 
 
+def test_noisy_copies_of_several_images_share_a_batch_with_their_own_classes():
+    model = _small()
+    x = _images(3)
+    wrapped = _Recorder(model)
+    wrapped.seen = []
+    maps = SmoothGrad(wrapped, samples=4, batch_size=5)(x, [1, 2, 3])
+    # ceil(3 * 4 / 5) = 3 calls; each copy keeps its image's class.
+    assert [seen.flatten().tolist() for seen in wrapped.seen] == [
+        [1, 1, 1, 1, 2],
+        [2, 2, 2, 3, 3],
+        [3, 3],
+    ]
+    for i, target in enumerate([1, 2, 3]):
+        alone = SmoothGrad(model, samples=4)(x[i : i + 1], target)
+        scale = float(alone.abs().max())
+        assert torch.allclose(maps[i : i + 1], alone, rtol=1e-5, atol=1e-6 * scale)
+
+
 def test_smoothgrad_of_a_model_is_smoothgrad_of_its_saliency():
     model = _small()
     x = _images()

@@ -75,6 +75,7 @@ class InputGradientAttribution(Attribution):
                     backward_layout=torch.channels_last if plan.channels_last else None,
                     guided=self.guided,
                     min_elements=WORTH_A_RULE,
+                    rules=plan.rules,
                 )
                 if plan.rules or self.guided
                 else nullcontext()

@@ -47,15 +47,17 @@ class SmoothGrad(Attribution):
     final map, whatever the method.
 
     Noise: an image's :math:`n` draws come from a generator on the image's
-    device seeded with ``seed``, started afresh for each image, and its noisy
-    copies are never batched with another image's: an image's map does not
-    depend on the other images of the batch, and the same seed gives the same
-    maps. ``seed=None`` draws from torch's global generator instead (new noise
-    each call; ``torch.manual_seed`` makes it repeatable).
+    device seeded with ``seed``, started afresh for each image, so an image
+    gets the same noise whatever the other images of the batch, and the same
+    seed gives the same maps. ``seed=None`` draws from torch's global
+    generator instead, image after image (new noise each call;
+    ``torch.manual_seed`` makes it repeatable).
 
     Cost: one forward pass of the batch to choose the classes, then the
-    wrapped method on each image's :math:`n` noisy copies, ``batch_size`` at a
-    time: :math:`N \lceil n / \text{batch\_size} \rceil` calls.
+    wrapped method on the :math:`N n` noisy copies, image after image,
+    ``batch_size`` at a time (one batch may hold the copies of several
+    images): :math:`\lceil N n / \text{batch\_size} \rceil` calls. An
+    image's map equals its map alone up to float rounding.
 
     Parameters
     ----------
@@ -139,23 +141,26 @@ class SmoothGrad(Attribution):
         else:  # checked by the wrapped method
             classes = targets.given(x.device)
         kind = torch.float64 if x.dtype == torch.float64 else torch.float32
-        starts = range(0, self.samples, self.batch_size)
-        sums = []
-        with tqdm(
-            total=len(x) * len(starts), desc=self.title, unit="batch", disable=not self.progress
-        ) as bar:
-            for image, wanted in zip(x.detach(), classes, strict=True):
-                copies = self._copies(image, kind).to(x.dtype)
-                total: Tensor | None = None
-                for start in starts:
-                    part = copies[start : start + self.batch_size]
-                    maps = self.method(part, wanted.expand(len(part), -1), size=None)
-                    part_sum = maps.sum(0, dtype=torch.promote_types(maps.dtype, torch.float32))
-                    total = part_sum if total is None else total + part_sum
-                    bar.update()
-                assert total is not None
-                sums.append(total)
-        return torch.stack(sums) / self.samples
+        count = len(x) * self.samples  # image-major: noisy copy p is image p // samples
+        starts = range(0, count, self.batch_size)
+        queue = x.new_empty((0, *x.shape[1:]))  # drawn copies not yet explained
+        drawn = 0  # images whose copies are in the queue or done
+        sums: Tensor | None = None
+        for start in tqdm(starts, desc=self.title, unit="batch", disable=not self.progress):
+            stop = min(start + self.batch_size, count)
+            while drawn * self.samples < stop:  # each image's noise drawn whole, in order
+                copies = self._copies(x[drawn].detach(), kind).to(x.dtype)
+                queue = torch.cat([queue, copies])
+                drawn += 1
+            part, queue = queue[: stop - start], queue[stop - start :]
+            owners = torch.arange(start, stop, device=x.device) // self.samples
+            maps = self.method(part, classes[owners], size=None)
+            maps = maps.to(torch.promote_types(maps.dtype, torch.float32))
+            if sums is None:
+                sums = maps.new_zeros((len(x), *maps.shape[1:]))
+            sums.index_add_(0, owners, maps)
+        assert sums is not None
+        return sums / self.samples
 
     def _copies(self, image: Tensor, kind: torch.dtype) -> Tensor:
         """The ``samples`` noisy copies of one image ``(C, H, W)``, in ``kind``."""
