@@ -772,12 +772,12 @@ def digits_network(
     tour's size (:data:`netlens.app.tour.IMAGE_SIZE`), trained for
     ``settings.epochs`` (the tour's budget by default) with ``seed``.
     """
-    from netlens.app.tour import IMAGE_SIZE, _first
+    from netlens.app.tour import IMAGE_SIZE
     from netlens.datasets import DIGIT_CLASSES, load_digits
     from netlens.models import SmallResNet, train_classifier
 
     train, test = load_digits(IMAGE_SIZE, seed=seed)
-    train = _first(train, settings.train_images)
+    train = train.first(settings.train_images)
     torch.manual_seed(seed)
     model = SmallResNet(len(DIGIT_CLASSES), 1, settings.width).to(device)
     train_classifier(model, train, test, epochs=settings.epochs, seed=seed, progress=progress)

@@ -204,7 +204,7 @@ def run_tour(
     say: Callable[[str], None] = tqdm.write if progress else (lambda _: None)
 
     train, test = load_digits(IMAGE_SIZE, seed=seed)
-    train, test = _first(train, budget.train_images), _first(test, budget.test_images)
+    train, test = train.first(budget.train_images), test.first(budget.test_images)
     nets = _train(train, test, budget, device, seed, progress, say)
     say("measuring: accuracies, nearest neighbours, t-SNE, unit ablation")
     measured = _measure(nets, test, budget, device, seed, progress)
@@ -302,12 +302,6 @@ def _write_page(out: Path, measured: _Measured, settings: str) -> Path:
     )
     captions = _captions(measured.search, measured.units, measured.k)
     return write_index(out / INDEX, rows, {name: captions[name] for name in FIGURES}, settings)
-
-
-def _first(split: Split, count: int | None) -> Split:
-    if count is None:
-        return split
-    return Split(split.images[:count], split.labels[:count])
 
 
 def _train(

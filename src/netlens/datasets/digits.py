@@ -28,8 +28,8 @@ class Split(ShortRepr):
     Examples
     --------
     >>> split = Split(torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, 2]))
-    >>> len(split), len(split.dataset())
-    (3, 3)
+    >>> len(split), len(split.dataset()), len(split.first(2)), len(split.first(None))
+    (3, 3, 2, 3)
     """
 
     images: Tensor
@@ -40,6 +40,12 @@ class Split(ShortRepr):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def first(self, count: int | None) -> Split:
+        """The first ``count`` images and labels (``None``: all of them)."""
+        if count is None:
+            return self
+        return Split(self.images[:count], self.labels[:count])
 
 
 def load_digits(
