@@ -53,6 +53,16 @@ Workers
     on what else is on the heap); keeping freed memory makes the times compare
     computation. ``--default-malloc`` times with the defaults.
 
+Interleaved timing
+    With ``--interleave`` the fresh process of each case measures its peak
+    and passes only, and the times come from one more process per
+    configuration: it builds every case of the configuration on one model
+    and input, warms each up, and then times rounds of one call of each, in
+    an order rotated every round. A slowdown of the machine lasting seconds
+    then falls on all the libraries of a configuration alike; one fresh
+    process per case, timed one after another, lets it fall on whichever
+    case it meets.
+
 Time
     The median of all timed calls of a case. On CUDA every call is bracketed
     by ``torch.cuda.synchronize()``. Each explainer is built inside the call
@@ -171,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--processes", type=_positive, default=1, help="fresh processes per case (default 1)"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time every case of a configuration in one process, in alternating rounds "
+        "(peaks still from a fresh process per case)",
     )
     parser.add_argument("--side", type=_positive, default=224, help="image side in pixels (224)")
     parser.add_argument("--threads", type=_positive, default=torch.get_num_threads())

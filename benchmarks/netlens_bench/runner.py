@@ -126,10 +126,17 @@ def save_weights(args: argparse.Namespace, jobs: list[Job], folder: str) -> str:
 
 
 def execute(args: argparse.Namespace, jobs: list[Job]) -> list[dict[str, object]]:
-    """Each job in ``args.processes`` fresh processes, one at a time, rounds in rotated order."""
+    """Each job in ``args.processes`` fresh processes, one at a time, rounds in rotated order.
+
+    With ``args.interleave`` each job's process measures the peak and the
+    passes only, and the times come from one more process per configuration
+    and round that alternates the calls of all its jobs
+    (:func:`workers.time_interleaved`).
+    """
     measured: dict[Job, list[dict[str, object]]] = {job: [] for job in jobs}
     final: dict[Job, dict[str, object]] = {}  # n/a or failed: not run again
     not_applicable: dict[tuple[str, str, Config], str] = {}
+    interleave = bool(getattr(args, "interleave", False))
     start, done, total = time.perf_counter(), 0, len(jobs) * args.processes
     for round_ in range(args.processes):
         shift = round_ % len(jobs) if jobs else 0
@@ -148,8 +155,8 @@ def execute(args: argparse.Namespace, jobs: list[Job]) -> list[dict[str, object]
                     job.library,
                     job.config,
                     args.device,
-                    job.repeats,
-                    not args.default_malloc,
+                    0 if interleave else job.repeats,
+                    not args.default_malloc and not interleave,
                     args.threads,
                     args.weights,
                 )
@@ -162,11 +169,58 @@ def execute(args: argparse.Namespace, jobs: list[Job]) -> list[dict[str, object]
                 if result["status"] == "n/a" and job.library == "netlens":
                     not_applicable[where] = "netlens: " + str(result["note"])
             _progress(done, total, start, job, result)
+        if interleave:
+            _time_interleaved(args, jobs, measured, final, round_)
     return [_row(job, measured[job], final.get(job)) for job in jobs]
 
 
+def _time_interleaved(
+    args: argparse.Namespace,
+    jobs: list[Job],
+    measured: dict[Job, list[dict[str, object]]],
+    final: dict[Job, dict[str, object]],
+    round_: int,
+) -> None:
+    """The times of this round's runs: per configuration, one process alternating its jobs."""
+    groups: dict[tuple[str, Config], list[Job]] = {}
+    for job in jobs:
+        if job not in final and len(measured[job]) > round_:
+            groups.setdefault((job.section, job.config), []).append(job)
+    for (_, config), group in groups.items():
+        pairs = [(job.method, job.library) for job in group]
+        try:
+            times = in_fresh_process(
+                workers.time_interleaved,
+                pairs,
+                config,
+                args.device,
+                max(job.repeats for job in group),
+                not args.default_malloc,
+                args.threads,
+                args.weights,
+            )
+        except WorkerError as error:
+            print(f"interleaved timing on {config.label} failed: {error}", file=sys.stderr)
+            for job in group:
+                final[job] = {"status": "error", "note": f"interleaved timing: {error}"}
+            continue
+        assert isinstance(times, dict)
+        medians = []
+        for job in group:
+            these = times[f"{job.method}/{job.library}"]
+            measured[job][round_]["times_s"] = these
+            medians.append(f"{job.library}: {job.method} {1e3 * statistics.median(these):.1f} ms")
+        print(
+            f"interleaved, {config.label}: " + ", ".join(medians),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _progress(done: int, total: int, start: float, job: Job, result: dict[str, object]) -> None:
-    if result["status"] == "ok":
+    if result["status"] == "ok" and not result["times_s"]:
+        what = f"peak {result['peak_mib']:.0f} MiB"
+    elif result["status"] == "ok":
         what = f"{1e3 * statistics.median(result['times_s']):.1f} ms, {result['peak_mib']:.0f} MiB"
     else:
         what = f"{result['status']}: {str(result.get('note', ''))[:120]}"
@@ -291,6 +345,18 @@ def timing_method(args: argparse.Namespace) -> str:
         )
     processes = f"{args.processes} fresh process{'es' if args.processes > 1 else ''}"
     rotated = ", rounds in rotated order" if args.processes > 1 else ""
+    if getattr(args, "interleave", False):
+        synced = (
+            "; every call bracketed by torch.cuda.synchronize()" if args.device == "cuda" else ""
+        )
+        return (
+            f"interleaved: per configuration, one process forked from a server that has only "
+            f"imported the libraries builds every case on one model and input, runs each once "
+            f"on the first image and once on the full batch, then glibc keeps freed memory and "
+            f"each runs once more; then rounds of one timed call of every case, in an order "
+            f"rotated each round ({calls}; {processes} per configuration); median of all timed "
+            f"calls{synced}"
+        )
     heap = (
         "default malloc settings"
         if args.default_malloc or args.device != "cpu"

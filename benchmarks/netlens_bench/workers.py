@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from netlens import FeatureExtractor
 from netlens.errors import CAMNotApplicableError
 from netlens_bench import cases, models
-from netlens_bench.measure import peak_of_call, prepare_worker, time_calls
+from netlens_bench.measure import keep_freed_memory, peak_of_call, prepare_worker, time_calls, timed
 from netlens_bench.models import Config, PassCounter
 
 
@@ -51,6 +51,47 @@ def measure_case(
     result["times_s"] = time_calls(run, device, repeats, keep_heap)
     result["status"] = "ok"
     return result
+
+
+def time_interleaved(
+    pairs: list[tuple[str, str]],
+    config: Config,
+    device: str,
+    repeats: int,
+    keep_heap: bool,
+    threads: int,
+    weights: str | None = None,
+) -> dict[str, list[float]]:
+    """``repeats`` rounds of one timed call of every ``(method, library)`` on one configuration.
+
+    All the cases of a configuration in one process, on one model and input:
+    each is built and run once on the first image and once on the full batch
+    (warm-up), then, on the CPU, glibc keeps freed memory and each runs once
+    more; then round ``r`` times one call of each case, in an order rotated by
+    ``r``. A slowdown of the machine that lasts seconds then falls on every
+    library of the configuration alike, instead of on the one whose calls it
+    happens to meet. Returns the times by ``"method/library"``.
+    """
+    prepare_worker(threads)
+    s = models.build(config, device, weights)
+    runs = {}
+    for method, library in pairs:
+        case = cases.find(method, library)
+        case.build(s.head(1))()
+        runs[f"{method}/{library}"] = case.build(s)
+    for run in runs.values():
+        run()
+    if device == "cpu" and keep_heap and keep_freed_memory():
+        for run in runs.values():
+            run()
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            times[name].append(timed(runs[name], device))
+    return times
 
 
 def measure_throughput(
