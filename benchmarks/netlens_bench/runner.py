@@ -136,7 +136,7 @@ def execute(args: argparse.Namespace, jobs: list[Job]) -> list[dict[str, object]
     measured: dict[Job, list[dict[str, object]]] = {job: [] for job in jobs}
     final: dict[Job, dict[str, object]] = {}  # n/a or failed: not run again
     not_applicable: dict[tuple[str, str, Config], str] = {}
-    interleave = bool(getattr(args, "interleave", False))
+    interleave = args.interleave
     start, done, total = time.perf_counter(), 0, len(jobs) * args.processes
     for round_ in range(args.processes):
         shift = round_ % len(jobs) if jobs else 0
@@ -345,7 +345,7 @@ def timing_method(args: argparse.Namespace) -> str:
         )
     processes = f"{args.processes} fresh process{'es' if args.processes > 1 else ''}"
     rotated = ", rounds in rotated order" if args.processes > 1 else ""
-    if getattr(args, "interleave", False):
+    if args.interleave:
         synced = (
             "; every call bracketed by torch.cuda.synchronize()" if args.device == "cuda" else ""
         )
