@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import time
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -53,6 +54,24 @@ def measure_case(
     return result
 
 
+#: Seconds of rest before each timed call of :func:`time_interleaved`. A library
+#: whose call ends in numpy's OpenBLAS (pytorch-grad-cam's Eigen-CAM takes an SVD)
+#: leaves its threads spin-waiting for about a tenth of a second on the cores
+#: torch's threads need next: without the rest, netlens' Input x Gradient measured
+#: 80 ms right after pytorch-grad-cam's Eigen-CAM on ResNet-18 at batch 1, against
+#: 44 ms after captum's Saliency.
+SETTLE_S = 0.3
+#: After the rest, one parallel operation wakes torch's own threads, which a loop
+#: of calls would find awake.
+_WAKE = 1 << 20
+
+
+def _settle() -> None:
+    """Let other threads go idle, then wake torch's thread pool."""
+    time.sleep(SETTLE_S)
+    torch.ones(_WAKE).add_(1).sum()
+
+
 def time_interleaved(
     pairs: list[tuple[str, str]],
     config: Config,
@@ -68,9 +87,11 @@ def time_interleaved(
     each is built and run once on the first image and once on the full batch
     (warm-up), then, on the CPU, glibc keeps freed memory and each runs once
     more; then round ``r`` times one call of each case, in an order rotated by
-    ``r``. A slowdown of the machine that lasts seconds then falls on every
-    library of the configuration alike, instead of on the one whose calls it
-    happens to meet. Returns the times by ``"method/library"``.
+    ``r``, each after a rest of :data:`SETTLE_S` (:func:`_settle`). A slowdown of the machine that
+    lasts seconds then falls on every library of the configuration alike,
+    instead of on the one whose calls it happens to meet, and no case pays for
+    the threads the case before it left spinning. Returns the times by
+    ``"method/library"``.
     """
     prepare_worker(threads)
     s = models.build(config, device, weights)
@@ -90,6 +111,7 @@ def time_interleaved(
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             gc.collect()
+            _settle()
             times[name].append(timed(runs[name], device))
     return times
 
