@@ -12,6 +12,7 @@ effects, a cut graph, and the user's own backward hooks.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -145,14 +146,10 @@ def _bomb(model: nn.Module) -> torch.utils.hooks.RemovableHandle:
     return last.register_forward_hook(explode)
 
 
-_LAYERS: dict[str, str] = {}
-
-
-def _feature_layer(name: str, model: nn.Module) -> str:
-    """The model's last feature map, found once per model of the matrix."""
-    if name not in _LAYERS:
-        _LAYERS[name] = find_feature_layer(model, torch.randn(1, 3, 64, 64))
-    return _LAYERS[name]
+@functools.cache
+def _feature_layer(name: str) -> str:
+    """The last feature map of the matrix's model ``name``, found once."""
+    return find_feature_layer(get_model(name), torch.randn(1, 3, 64, 64))
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
@@ -169,7 +166,7 @@ def test_public_calls_leave_the_model_as_found(name, entry, mode):
         pytest.skip("inside the block the caller's own train-mode forward updates BatchNorm")
     model = get_model(name)
     x = torch.randn(2, 3, 64, 64)
-    layer = _feature_layer(name, model)
+    layer = _feature_layer(name)
     model.train(mode == "train")
     try:
         model.zero_grad(set_to_none=True)
@@ -193,7 +190,7 @@ def test_public_calls_leave_the_model_as_found_when_the_forward_raises(name, ent
         pytest.skip("CAM does not apply to this head")
     model = get_model(name)
     x = torch.randn(2, 3, 64, 64)
-    layer = _feature_layer(name, model)
+    layer = _feature_layer(name)
     # In the `with` form the caller's own forward would update BatchNorm in train mode.
     model.train(entry != "with FeatureExtractor")
     bomb = _bomb(model)

@@ -87,11 +87,10 @@ def time_interleaved(
     each is built and run once on the first image and once on the full batch
     (warm-up), then, on the CPU, glibc keeps freed memory and each runs once
     more; then round ``r`` times one call of each case, in an order rotated by
-    ``r``, each after a rest of :data:`SETTLE_S` (:func:`_settle`). A slowdown of the machine that
-    lasts seconds then falls on every library of the configuration alike,
-    instead of on the one whose calls it happens to meet, and no case pays for
-    the threads the case before it left spinning. Returns the times by
-    ``"method/library"``.
+    ``r``, each after :func:`_settle`. A slowdown of the machine that lasts
+    seconds then falls on every library of the configuration alike, instead of
+    on the one whose calls it happens to meet, and no case pays for the threads
+    the case before it left spinning. Returns the times by ``"method/library"``.
     """
     prepare_worker(threads)
     s = models.build(config, device, weights)
