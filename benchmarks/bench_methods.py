@@ -41,8 +41,8 @@ Workers
     run nothing else (``multiprocessing``'s forkserver), so a case never
     inherits the heap another case left behind and does not pay for the
     imports. In a worker the model and input are built, the case runs once on
-    the first image (loads code paths and kernels), once on the full batch
-    (the peak-memory call, and the warm-up), then, on the CPU, tells glibc to
+    the first image (loads code paths and kernels), twice on the full batch
+    (the peak-memory calls, and the warm-up), then, on the CPU, tells glibc to
     keep freed memory (``mallopt``: mmap and trim thresholds at 2 GiB), runs
     once more, and times ``--repeats`` calls: by default 9 at batch 1, 5 at
     batch 16, 3 for the methods of many passes, 5 for many targets. With
@@ -69,13 +69,16 @@ Time
     (hooks attached and removed, as in the peers' ``with`` blocks).
 
 Peak memory (CPU)
-    Read around the worker's first full call: the resident set size before it
-    (``VmRSS``), the high-water mark reset to it (writing ``5`` to
-    ``/proc/self/clear_refs``), ``VmHWM`` after it. Peak extra memory is the
-    difference: what the call needed resident at its peak, allocator overhead
-    included, with the model and input already counted out; the median over
-    the workers. Where the reset is not possible the growth of ``ru_maxrss``
-    is used instead (it can under-read) and the results say so.
+    The peak of the bytes held by the CPU tensors the worker's second full
+    call allocates: torch's allocation and release events recorded by
+    ``torch.profiler`` (``profile_memory=True``), summed in order, the
+    largest running total (oneDNN's buffers go through the same allocator);
+    the CPU counterpart of CUDA's ``max_memory_allocated``; the median over
+    the workers. The first full call's extra resident memory (``VmHWM`` after
+    a reset to ``VmRSS``, writing ``5`` to ``/proc/self/clear_refs``) is kept
+    in the JSON as ``rss_peak_mib``: it depends on how much of the call fits
+    in what glibc's heap kept from the calls before, so it moves by a fifth
+    between identical calls and is not compared.
 
 Peak memory (CUDA)
     ``torch.cuda.max_memory_allocated()`` after

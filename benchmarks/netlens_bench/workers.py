@@ -30,9 +30,9 @@ def measure_case(
 
     The model and input are built, the case runs once on the first image
     (loads code paths and kernels; where netlens finds the method does not
-    apply to the model, the case is "n/a"), the next call on the full batch
-    gives the peak (with the default allocator settings) and the forward
-    passes, and serves as the warm-up for the timed calls
+    apply to the model, the case is "n/a"), the next two calls on the full
+    batch give the peaks (with the default allocator settings) and the first
+    of them the forward passes; they serve as the warm-up for the timed calls
     (:func:`~netlens_bench.measure.time_calls`).
     """
     prepare_worker(threads)
@@ -45,7 +45,7 @@ def measure_case(
     run = case.build(s)
     counter = PassCounter(s.model)
     try:
-        result = peak_of_call(run, device)
+        result = peak_of_call(run, device, first_done=counter.remove)
     finally:
         counter.remove()
     result["passes"] = [counter.whole, counter.head]
