@@ -214,10 +214,16 @@ def rule_for(module: nn.Module, x: object, min_elements: int = 0) -> Rule | None
 
 
 class _GuidedReLU(torch.autograd.Function):
-    """``max(x, 0)`` whose backward passes ``max(dy, 0)`` where ``x > 0`` (in place or not)."""
+    """``max(x, 0)`` whose backward passes ``max(dy, 0)`` where ``x > 0`` (in place or not).
+
+    With ``mask`` it keeps a boolean mask of where ``x > 0`` (a byte per
+    element); without, the output itself, as autograd's own ReLU does: no
+    memory of its own where the next layer, left to autograd, keeps that
+    output for its weight gradient anyway.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, in_place: bool) -> Tensor:
+    def forward(ctx: Any, x: Tensor, in_place: bool, mask: bool) -> Tensor:
         ctx.set_materialize_grads(False)
         if in_place:
             y = x.relu_()
@@ -225,15 +231,19 @@ class _GuidedReLU(torch.autograd.Function):
         else:
             y = torch.relu(x)
         # Non-zero exactly where x > 0 (and at NaN, as for autograd's own ReLU).
-        ctx.save_for_backward(y.bool())
+        ctx.save_for_backward(y.bool() if mask else y)
+        ctx.mask = mask
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None, None]:
         if grad is None:
-            return None, None
-        (passes,) = ctx.saved_tensors
-        return grad.clamp(min=0) * passes, None
+            return None, None, None
+        (kept,) = ctx.saved_tensors
+        if ctx.mask:
+            return grad.clamp(min=0) * kept, None, None
+        # Zero where the output is (x <= 0), the gradient elsewhere: autograd's ReLU backward.
+        return torch.ops.aten.threshold_backward(grad.clamp(min=0), kept, 0), None, None
 
 
 _IN_PLACE_RELUS = {torch.relu_, Tensor.relu_, torch.nn.functional.relu_}
@@ -294,12 +304,18 @@ class GuidedReLUs(TorchFunctionMode):
     autograd's, or the Function's own backward). A ReLU computed with
     gradients off elsewhere (a ``torch.no_grad()`` block in the model's code)
     passes no gradient at all and is left alone.
+
+    A ReLU whose input has at least ``mask_from`` elements keeps a boolean mask
+    for its backward pass, a smaller one its output (as autograd's ReLU): the
+    caller sets it where the layers after ReLUs of that size keep their inputs
+    themselves (left to autograd) and a mask would be memory on top.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mask_from: int = 0) -> None:
         super().__init__()
         self.applied = 0
         self.where: list[str] = []
+        self.mask_from = mask_from
 
     def __torch_function__(
         self,
@@ -337,7 +353,7 @@ class GuidedReLUs(TorchFunctionMode):
             kwargs.get("inplace", args[1] if len(args) > 1 else False)
         )
         self.applied += 1
-        return _GuidedReLU.apply(x, in_place)
+        return _GuidedReLU.apply(x, in_place, x.numel() >= self.mask_from)
 
     def _name(self) -> str:
         if self.where:

@@ -47,6 +47,7 @@ activations that only parameter gradients need.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -634,7 +635,9 @@ def input_gradients_only(
     :math:`\partial L / \partial x = [x > 0] \max(\partial L / \partial y, 0)`:
     ``nn.ReLU`` modules (and subclasses) and functional calls
     (``torch.nn.functional.relu``, ``torch.relu``, ``Tensor.relu``, in place or
-    not) alike, each keeping a boolean mask; other activations (``ReLU6``,
+    not) alike, each keeping a boolean mask (or, where its input is below
+    ``min_elements`` or ``rules=False``, its output, which the autograd-run
+    layer after it keeps anyway); other activations (``ReLU6``,
     ``GELU``, ``SiLU``) keep their gradient. The rule is the ReLU's own
     backward, so backward hooks on a ReLU module see the guided gradient as
     its input gradient. Where the rule cannot be the one the backward pass
@@ -667,7 +670,9 @@ def input_gradients_only(
         assert isinstance(x, Tensor) and isinstance(output, Tensor)
         return rule(module, x, output, backward_layout)
 
-    mode = _guided_mode(model) if guided else None
+    # Where the layers after a ReLU are left to autograd, they keep its output anyway:
+    # the guided rule then keeps that output too, not a mask on top.
+    mode = _guided_mode(model, min_elements if rules else sys.maxsize) if guided else None
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in model.named_modules():
@@ -691,7 +696,7 @@ def input_gradients_only(
         torch.set_grad_enabled(grad_mode)
 
 
-def _guided_mode(model: nn.Module) -> GuidedReLUs:
+def _guided_mode(model: nn.Module, mask_from: int) -> GuidedReLUs:
     for name, module in model.named_modules():
         compiled = type(module).__name__ == "OptimizedModule"
         if isinstance(module, torch.jit.ScriptModule) or compiled:
@@ -701,7 +706,7 @@ def _guided_mode(model: nn.Module) -> GuidedReLUs:
                 "through Python, so guided backpropagation cannot give them its backward "
                 "rule. Explain the eager nn.Module it was made from."
             )
-    return GuidedReLUs()
+    return GuidedReLUs(mask_from)
 
 
 def _check_guided(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import types
@@ -214,6 +215,46 @@ def test_guided_relus_save_only_boolean_masks():
     # Beside the masks: per-channel BatchNorm scales and the head's (2, 8) input.
     large = [dtype for dtype, numel in saved.values() if numel > 16]
     assert large and all(dtype == torch.bool for dtype in large)
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor, block) -> int:
+    """Bytes of the distinct storages (parameters aside) autograd keeps for one backward pass."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    inputs = x.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), block(model):
+        logits = model(inputs)
+    torch.autograd.grad(logits[:, 0].sum(), inputs)
+    return sum(saved.values())
+
+
+def test_guided_relus_left_to_autograds_layers_keep_their_output_not_a_mask_on_top():
+    # Where the layers after the ReLUs run on autograd (no rules, or inputs below
+    # min_elements) they keep the ReLUs' outputs for their weight gradients; the guided
+    # rule keeps those same outputs, so it costs no memory beyond autograd's.
+    torch.manual_seed(0)
+    model = _random_batchnorm(SmallCNN())
+    x = _images(side=12)
+    plain = _saved_bytes(model, x, lambda m: contextlib.nullcontext())
+    no_rules = _saved_bytes(model, x, lambda m: input_gradients_only(m, guided=True, rules=False))
+    small = _saved_bytes(
+        model, x, lambda m: input_gradients_only(m, guided=True, min_elements=x.numel() * 100)
+    )
+    masks = _saved_bytes(model, x, lambda m: input_gradients_only(m, guided=True))
+    assert no_rules == plain and small == plain
+    assert masks < plain / 2  # the rules: masks instead of the layers' inputs
+    inputs = x.clone().requires_grad_(True)
+    with input_gradients_only(model, guided=True, rules=False):
+        logits = model(inputs)
+    (gradient,) = torch.autograd.grad(logits[:, 0].sum(), inputs)
+    assert _close(gradient, reference_gradient(guided_copy(model), x, [0, 0]))
 
 
 def test_the_rule_acts_only_on_the_calling_thread():
