@@ -108,6 +108,9 @@ def timed(run: Run, device: str) -> float:
     return time.perf_counter() - start
 
 
+_CPU = torch._C._autograd.DeviceType.CPU
+
+
 def allocated_peak_of_call(run: Run) -> float:
     """Run once under the profiler: the peak of the bytes held by new CPU tensors (MiB).
 
@@ -131,9 +134,6 @@ def allocated_peak_of_call(run: Run) -> float:
             total += event.nbytes()
             peak = max(peak, total)
     return peak / 2**20
-
-
-_CPU = torch._C._autograd.DeviceType.CPU
 
 
 def peak_of_call(
