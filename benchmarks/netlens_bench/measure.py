@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from _proc_memory import reset_peak, status_kib  # benchmarks/, beside the script
 
+from netlens.testing import peak_memory
+
 Run = Callable[[], object]
 
 BENCHMARKS = Path(__file__).resolve().parent.parent
@@ -108,34 +110,6 @@ def timed(run: Run, device: str) -> float:
     return time.perf_counter() - start
 
 
-_CPU = torch._C._autograd.DeviceType.CPU
-
-
-def allocated_peak_of_call(run: Run) -> float:
-    """Run once under the profiler: the peak of the bytes held by new CPU tensors (MiB).
-
-    Every allocation and release of torch's CPU allocator during the call
-    (oneDNN's buffers included, which PyTorch routes through it), summed in
-    the order they happened; the largest running total is the peak, as
-    ``torch.cuda.max_memory_allocated`` less what was allocated before is on
-    CUDA. Unlike the resident set it does not depend on what the heap
-    already held or on glibc's thresholds.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no start / stop lines on stderr
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        run()
-    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    total = peak = 0
-    for event in events:
-        if event.device_type() == _CPU:
-            total += event.nbytes()
-            peak = max(peak, total)
-    return peak / 2**20
-
-
 def peak_of_call(
     run: Run, device: str, first_done: Callable[[], None] | None = None
 ) -> dict[str, object]:
@@ -143,7 +117,7 @@ def peak_of_call(
 
     On CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats``, less
     what was allocated before. On the CPU ``peak_mib`` is the peak of the
-    bytes held by tensors the call allocates (:func:`allocated_peak_of_call`,
+    bytes held by tensors the call allocates (:func:`netlens.testing.peak_memory`,
     on a second call), and ``rss_peak_mib`` what the first call needed
     resident beyond the resident set before it: ``VmHWM`` after a reset to
     it, allocator overhead included (where the reset is impossible, the
@@ -156,14 +130,10 @@ def peak_of_call(
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        run()
-        torch.cuda.synchronize()
-        extra = torch.cuda.max_memory_allocated() - before
+        extra = peak_memory(run, "cuda")
         if first_done is not None:
             first_done()
-        return {"peak_mib": extra / 2**20, "memory": "max_memory_allocated"}
+        return {"peak_mib": extra, "memory": "max_memory_allocated"}
     before_rss = status_kib("VmRSS")
     before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     exact = reset_peak() and before_rss is not None
@@ -176,7 +146,7 @@ def peak_of_call(
         first_done()
     gc.collect()
     return {
-        "peak_mib": allocated_peak_of_call(run),
+        "peak_mib": peak_memory(run),
         "memory": "allocated",
         "rss_peak_mib": rss_kib / 1024,
         "rss_memory": "VmHWM" if exact else "ru_maxrss",

@@ -42,32 +42,57 @@ The rules of :func:`netlens.hooks.input_gradients_only` save activations at
 a fixed cost of Python per layer call; the methods apply them to inputs of at
 least :data:`netlens._input_gradients.WORTH_A_RULE` elements. Where no layer
 the rules know (convolution, BatchNorm, ReLU) gets an input that large, as in
-a ResNet at batch 1, later calls of that shape run plain autograd without the
+a ResNet at batch 1, calls of that shape run plain autograd without the
 rules' hooks at all: the same gradients, about a millisecond sooner on a
 ResNet-50.
 
-The first call of a shape runs in the input's layout with the rules' hooks
-and counts; later calls of that shape follow the decisions.
+Measuring
+---------
+Both choices scale with the batch: every layer's input has ``N`` times the
+elements of one image's, the weights stay. So the first call for a model and
+an image size (channels, height, width) measures one image: where
+channels-last is possible it runs the first image through the model once,
+without gradients and in its own layout, counting. Every call of that image
+size, the first included, then follows the plan for its batch, so that
+repeated calls do the same arithmetic and give bit-identical results. The
+extra pass is one image's forward pass once per model and size (a third of a
+saliency call at batch 1, under 1 percent at batch 16); forward hooks of the
+model's own see it. Where channels-last is not possible (CUDA, float64, no
+2-d convolutions) nothing runs in another layout, and the first call itself
+counts, with the rules' hooks.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from netlens._input_gradients import LAYER_TYPES, WORTH_A_RULE
-from netlens.hooks import inputs_seen
+from netlens.errors import NetlensError
+from netlens.hooks import ModuleCall, inputs_seen
 
-__all__ = ["Plan", "channels_last_possible", "forced_layout", "refuse_channels_last", "size_plan"]
+T = TypeVar("T")
 
-# model -> {(shape, dtype, device): plan}
-_DECISIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], Plan]] = (
+__all__ = [
+    "Plan",
+    "channels_last_possible",
+    "forced_layout",
+    "in_plan_layout",
+    "learn_from_calls",
+    "refuse_channels_last",
+    "size_plan",
+]
+
+# model -> {(image shape, dtype, device): what one image's pass shows}
+_DECISIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], _Count]] = (
     weakref.WeakKeyDictionary()
 )
 _HAS_CONVOLUTIONS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -134,68 +159,148 @@ _FIRST = Plan()
 
 
 class _Count:
-    """What the first pass of a shape shows: convolution reads and weights, rule-sized inputs."""
+    """What a pass shows, per image: convolution reads and weights, the largest rule-sized input."""
 
-    def __init__(self) -> None:
+    def __init__(self, images: int) -> None:
+        self.images = images
         self.activations = 0
         self.weights = 0
         self.largest = 0
+        #: Channels-last is off for this image size: the model's code refused it,
+        #: or the first call counted in the input's layout.
+        self.as_given = False
 
     @staticmethod
     def counted(module: nn.Module) -> bool:
         return type(module) in LAYER_TYPES or isinstance(module, nn.Conv2d)
 
     def __call__(self, module: nn.Module, x: Tensor) -> None:
+        self.note(module, x.numel())
+
+    def note(self, module: nn.Module, elements: int) -> None:
+        """One call of ``module`` on an input of ``elements`` elements."""
         if type(module) in LAYER_TYPES:
-            self.largest = max(self.largest, x.numel())
+            self.largest = max(self.largest, elements // self.images)
         if isinstance(module, nn.Conv2d):
-            self.activations += x.numel()
+            self.activations += elements // self.images
             self.weights += module.weight.numel()
 
-    def plan(self, possible: bool) -> Plan:
-        channels_last = possible and bool(self.weights) and self.activations >= self.weights
-        return Plan(channels_last=channels_last, rules=self.largest >= WORTH_A_RULE)
+    def plan(self, possible: bool, images: int) -> Plan:
+        channels_last = (
+            possible
+            and not self.as_given
+            and bool(self.weights)
+            and images * self.activations >= self.weights
+        )
+        return Plan(channels_last=channels_last, rules=images * self.largest >= WORTH_A_RULE)
+
+
+def _key(x: Tensor) -> tuple[object, ...]:
+    return (tuple(x.shape[1:]), x.dtype, x.device)
+
+
+def _keep(model: nn.Module, key: tuple[object, ...], count: _Count) -> None:
+    with _LOCK:
+        try:
+            _DECISIONS.setdefault(model, {})[key] = count
+        except TypeError:  # a module that cannot be weakly referenced
+            pass
+
+
+def _measure(model: nn.Module, x: Tensor) -> _Count | None:
+    """Count one pass of ``x``'s first image without gradients; ``None`` where it raises."""
+    count = _Count(images=1)
+    try:
+        with torch.no_grad(), inputs_seen(model, _Count.counted, count):
+            model(x[:1].detach())
+    except Exception:  # noqa: BLE001 - the call's own pass raises it to the caller
+        return None
+    return count
+
+
+def learn_from_calls(model: nn.Module, x: Tensor, calls: Iterable[ModuleCall]) -> None:
+    """Keep what a traced pass of ``x[:1]`` showed (:func:`~netlens.hooks.trace_calls`).
+
+    The pass that finds a model's default layers is such a pass: the first
+    call of a size that finds them needs no measuring pass of its own.
+    """
+    key = _key(x)
+    with _LOCK:
+        if _DECISIONS.get(model, {}).get(key) is not None:
+            return
+    count = _Count(images=1)
+    for call in calls:
+        if call.input_shape is not None and _Count.counted(call.module):
+            count.note(call.module, math.prod(call.input_shape))
+    _keep(model, key, count)
 
 
 @contextmanager
 def size_plan(model: nn.Module, x: Tensor) -> Iterator[Plan]:
     """How to run ``model`` on ``x`` in this block.
 
-    The first block for a model and input shape yields the safe plan (the
-    input's layout, the rules' hooks) and counts what the pass it wraps
-    shows; when it ends without an error the decisions are kept for that
-    shape. Channels-last only where :func:`channels_last_possible`; under
-    :func:`forced_layout` the forced layout, with the rules' hooks.
+    The plan comes from what one image of that size showed (measured on the
+    first call, see the module's notes), scaled to ``x``'s batch.
+    Channels-last only where :func:`channels_last_possible`; under
+    :func:`forced_layout` the forced layout, with the rules' hooks. Where
+    nothing was measured before the block (channels-last not possible, or
+    the measuring pass raised), the block gets the safe plan (the input's
+    layout, the rules' hooks) and counts what the pass it wraps shows; when
+    it ends without an error that is kept for the size, with channels-last
+    off for it.
     """
     possible = channels_last_possible(model, x)
     forced = getattr(_FORCED, "value", None)
     if forced is not None:
         yield Plan(channels_last=forced and possible)
         return
-    key = (tuple(x.shape), x.dtype, x.device)
+    key = _key(x)
     with _LOCK:
         known = _DECISIONS.get(model, {}).get(key)
+    if known is None and possible and len(x):
+        known = _measure(model, x)
+        if known is not None:
+            _keep(model, key, known)
     if known is not None:
-        yield known
+        yield known.plan(possible, len(x))
         return
-    count = _Count()
+    count = _Count(images=max(len(x), 1))
     with inputs_seen(model, _Count.counted, count):
         yield _FIRST
-    with _LOCK:
-        try:
-            _DECISIONS.setdefault(model, {})[key] = count.plan(possible)
-        except TypeError:  # a module that cannot be weakly referenced
-            pass
+    # Counted in the input's layout: later calls keep to it, for the same arithmetic.
+    count.as_given = possible
+    _keep(model, key, count)
 
 
 def refuse_channels_last(model: nn.Module, x: Tensor) -> None:
     """Remember that ``model``'s own code raised on a channels-last copy of ``x``.
 
-    Later calls of that shape run in the input's layout at once, instead of
-    paying for a failed pass first.
+    Later calls of that image size run in the input's layout at once, instead
+    of paying for a failed pass first.
     """
-    key = (tuple(x.shape), x.dtype, x.device)
     with _LOCK:
-        plans = _DECISIONS.get(model)
-        if plans is not None and key in plans:
-            plans[key] = Plan(channels_last=False, rules=plans[key].rules)
+        count = _DECISIONS.get(model, {}).get(_key(x))
+        if count is not None:
+            count.as_given = True
+
+
+def in_plan_layout(model: nn.Module, x: Tensor, plan: Plan, run: Callable[[Tensor], T]) -> T:
+    """``run(x)`` on a channels-last copy of ``x`` where ``plan`` says so, else on ``x``.
+
+    The whole pass then runs in one layout: a forward pass in the input's
+    layout whose backward pass runs channels-last mixes the two in every
+    elementwise step of the backward pass (ReLU masks, Hard-Swish,
+    squeeze-excitation products), which is slower than either. Where the
+    model's own code raises on the channels-last copy (a ``view`` of a
+    permuted tensor), the layout is refused for that shape
+    (:func:`refuse_channels_last`) and ``run(x)`` runs as given; netlens' own
+    errors pass through.
+    """
+    if plan.channels_last:
+        try:
+            return run(x.contiguous(memory_format=torch.channels_last))
+        except NetlensError:
+            raise
+        except Exception:  # noqa: BLE001 - the model's code refused the layout
+            refuse_channels_last(model, x)
+    return run(x)

@@ -169,13 +169,21 @@ def find_defaults(model: nn.Module, example: Tensor, *, output: OutputFn | None 
     >>> find_defaults(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     Defaults(feature_layer='layer4', last_conv='layer4.1.conv2', classifier='fc')
     """
+    return _defaults_and_calls(model, example, output=output)[0]
+
+
+def _defaults_and_calls(
+    model: nn.Module, example: Tensor, *, output: OutputFn | None = None
+) -> tuple[Defaults, list[ModuleCall]]:
+    """:func:`find_defaults`, and the module calls of its pass on ``example[:1]``."""
     calls, out = trace_calls(model, example[:1])
     index = _last_conv_index(calls)
-    return Defaults(
+    found = Defaults(
         _feature_layer(calls, index),
         calls[index].label,
         _classifier(calls, as_logits(out, output)),
     )
+    return found, calls
 
 
 def find_last_conv(model: nn.Module, example: Tensor) -> str:

@@ -67,8 +67,23 @@ def _layouts_seen(model: nn.Module, run) -> list[bool]:
     return seen
 
 
+def _passes_seen(model: nn.Module, run) -> list[tuple[int, bool]]:
+    """(batch, channels-last) of each pass through ``model.conv2`` while ``run()`` runs."""
+    seen: list[tuple[int, bool]] = []
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append((len(args[0]), args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    handle = model.conv2.register_forward_pre_hook(record)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
 @pytest.mark.parametrize(("cls", "size", "expected"), [(Wide, 24, True), (Deep, 4, False)])
-def test_the_first_call_counts_and_later_calls_follow_the_rule(cls, size, expected):
+def test_the_first_call_measures_one_image_and_every_call_follows_the_rule(cls, size, expected):
     torch.manual_seed(0)
     model = cls().eval()
     x = torch.randn(2, 3, size, size)
@@ -76,14 +91,56 @@ def test_the_first_call_counts_and_later_calls_follow_the_rule(cls, size, expect
         pytest.skip("no oneDNN on this CPU")
     reads, weights = _reads_and_weights(model, x)
     assert (reads >= weights) is expected
+    assert (reads // 2 >= weights) is expected  # one image: the same side of the rule
     before = snapshot(model)
     method = GradCAM(model, "conv2")
-    first = _layouts_seen(model, lambda: method(x, 1, size=None))
-    later = _layouts_seen(model, lambda: method(x, 1, size=None))
-    assert first == [False] and later == [expected]
+    first = _passes_seen(model, lambda: method(x, 1, size=None))
+    later = _passes_seen(model, lambda: method(x, 1, size=None))
+    # One image, without gradients, in the input's layout; then the call, by the rule.
+    assert first == [(1, False), (2, expected)] and later == [(2, expected)]
     assert_unchanged(model, before)
-    # Another shape is decided afresh.
-    assert _layouts_seen(model, lambda: method(x[:1], 1, size=None)) == [False]
+    # Another batch of that size follows from the same measurement; another size is measured.
+    assert _passes_seen(model, lambda: method(x[:1], 1, size=None)) == [(1, expected)]
+    wider = torch.randn(2, 3, size + 4, size + 4)
+    assert _passes_seen(model, lambda: method(wider, 1, size=None))[0] == (1, False)
+
+
+class Wider(Wide):
+    """Channels-last by the rule, with enough channels that the two layouts round differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 5)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "cam", "saliency", "inputxgradient", "ig"])
+def test_every_call_of_a_size_does_the_same_arithmetic_the_first_included(name):
+    from netlens import CAM
+    from netlens.attribution import InputXGradient
+
+    torch.manual_seed(0)
+    model = Wider().eval()
+    x = torch.randn(2, 3, 24, 24)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    make = {
+        "gradcam": lambda: GradCAM(model, "conv2"),
+        "cam": lambda: CAM(model, "conv2"),
+        "saliency": lambda: Saliency(model),
+        "inputxgradient": lambda: InputXGradient(model),
+        "ig": lambda: IntegratedGradients(model, steps=4),
+    }[name]
+    maps = []
+    seen = _passes_seen(model, lambda: maps.extend(make()(x, [1, 3], size=None) for _ in range(2)))
+    assert seen[0] == (1, False) and all(last for _, last in seen[1:])
+    assert torch.equal(maps[0], maps[1])
+    # The layouts do round differently here: equal bits are not a matter of course.
+    with forced_layout(channels_last=False):
+        given = make()(x, [1, 3], size=None)
+    assert not torch.equal(maps[0], given)
+    assert torch.allclose(maps[0], given, rtol=1e-5, atol=1e-6)
 
 
 def test_the_rule_runs_resnet18_at_batch_1_as_given_and_at_batch_16_channels_last():
@@ -94,12 +151,16 @@ def test_the_rule_runs_resnet18_at_batch_1_as_given_and_at_batch_16_channels_las
     for x, expected in [(small, False), (large, True)]:
         reads, weights = _reads_and_weights(model, x)
         assert (reads >= weights) is expected
-    with size_plan(model, small[:, :, :8, :8]) as plan:
-        assert plan == Plan()  # the first call for a shape counts, in the safe plan
-        with torch.no_grad():
-            model(small[:, :, :8, :8])
-    with size_plan(model, small[:, :, :8, :8]) as plan:
-        assert plan == Plan(channels_last=False, rules=False)
+    passes = []
+    handle = model.conv1.register_forward_pre_hook(lambda m, args: passes.append(len(args[0])))
+    try:
+        with size_plan(model, large) as plan:
+            assert plan == Plan(channels_last=True, rules=True)
+        with size_plan(model, small) as plan:
+            assert plan == Plan(channels_last=False, rules=False)
+    finally:
+        handle.remove()
+    assert passes == [1]  # one image measured the size, for both batches
 
 
 def test_the_rules_hooks_are_skipped_only_where_no_layer_input_reaches_their_size():
@@ -128,21 +189,39 @@ def test_the_rules_hooks_are_skipped_only_where_no_layer_input_reaches_their_siz
             method(batch, 1)
     finally:
         spy.remove()
-    # Batch 1: the rules' hooks on the first call only; batch 4 at 160 px: on every call.
-    assert [n > 1 for n in hooks] == [True, False, True, False, False, True]
+    # Each new size is measured first, with the counting hooks; then batch 1 runs
+    # without the rules' hooks, batch 4 at 160 px with them, from its first call on.
+    measured, b1, b4 = True, False, True
+    assert [n > 1 for n in hooks] == [measured, b1, b1, measured, b4, b1, b1, b4]
 
 
-def test_a_failed_first_pass_decides_nothing():
-    model = Wide().eval()
+class NotOneImage(Wide):
+    """Raises on a batch of one image: the measuring pass fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 1:
+            raise RuntimeError("one image")
+        return super().forward(x)
+
+
+def test_where_the_measuring_pass_fails_the_call_counts_and_keeps_its_layout():
+    model = NotOneImage().eval()
     x = torch.randn(2, 3, 24, 24)
     if not channels_last_possible(model, x):
         pytest.skip("no oneDNN on this CPU")
-    with pytest.raises(RuntimeError, match="boom"), size_plan(model, x):
-        with torch.no_grad():
-            model.conv1(x)
+    # A block that raises decides nothing: the next one measures again.
+    with pytest.raises(RuntimeError, match="boom"), size_plan(model, x) as plan:
+        assert plan == Plan()
         raise RuntimeError("boom")
+    assert model.conv1._forward_pre_hooks == {} and model.conv2._forward_pre_hooks == {}
     with size_plan(model, x) as plan:
-        assert plan == Plan()  # still counting
+        assert plan == Plan()  # the safe plan, counting
+        with torch.no_grad():
+            model(x)
+    # Wide is channels-last by the rule, but the size was counted in the input's
+    # layout: it stays in it, so that every call does the same arithmetic.
+    with size_plan(model, x) as plan:
+        assert plan == Plan(channels_last=False, rules=False)
     assert model.conv1._forward_pre_hooks == {} and model.conv2._forward_pre_hooks == {}
 
 
@@ -158,14 +237,15 @@ def test_forced_layouts_give_equal_maps_and_stay_on_their_thread():
         last = [m(x, [1, 4], size=None) for m in methods]
         thread = threading.Thread(
             target=lambda: other.append(
-                _layouts_seen(model.layer1[0], lambda: methods[0](x, 1, size=None))[0]
+                _layouts_seen(model.layer1[0], lambda: methods[0](x, 1, size=None))
             )
         )
         thread.start()
         thread.join()
     with forced_layout(channels_last=False):
         given = [m(x, [1, 4], size=None) for m in methods]
-    assert other == [False]  # the other thread's first call counts, in the input's layout
+    # The other thread follows the rule: its measuring pass, then the call, as given.
+    assert other == [[False, False]]
     for a, b in zip(last, given, strict=True):
         scale = b.abs().amax().clamp_min(1e-12)
         assert float((a - b).abs().amax() / scale) <= 1e-5
@@ -199,7 +279,8 @@ def test_cam_runs_channels_last_where_the_rule_says_and_equals_the_default_layou
         last = CAM(model)(x, [[1, 2], [3, 4], [5, 6], [0, 1]], size=None)
     with forced_layout(channels_last=False):
         given = CAM(model)(x, [[1, 2], [3, 4], [5, 6], [0, 1]], size=None)
-    assert seen and all(seen)  # the pass finding the default layers too
+    # The pass that finds the default layers (one image, as given), then the call's.
+    assert seen == [False, True]
     scale = given.abs().amax()
     assert float((last - given).abs().amax() / scale) <= 1e-5
 
@@ -218,8 +299,8 @@ def test_a_model_that_refuses_channels_last_runs_as_given_from_then_on():
         maps = [method(x, 1, size=None) for _ in range(3)]
     finally:
         handle.remove()
-    # Counting (as given); channels-last refused, then as given; as given at once.
-    assert len(passes) == 1 + 2 + 1
+    # One image measured; channels-last refused, then as given; as given at once, twice.
+    assert len(passes) == 1 + 2 + 1 + 1
     with size_plan(model, x) as plan:
         assert not plan.channels_last
-    assert torch.allclose(maps[0], maps[2], rtol=1e-5, atol=1e-7)
+    assert torch.equal(maps[0], maps[1]) and torch.equal(maps[0], maps[2])

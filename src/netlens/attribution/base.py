@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netlens._checks import check_images, check_matches_model
+from netlens._plan import learn_from_calls
 from netlens.errors import GraphCutError
 from netlens.hooks import OutputFn, as_logits, eval_mode, graph_cut_message
-from netlens.layers import Defaults, LayerLike, channel_axis, find_defaults, resolve_layer
+from netlens.layers import Defaults, LayerLike, _defaults_and_calls, channel_axis, resolve_layer
 
 __all__ = [
     "Attribution",
@@ -243,7 +244,8 @@ def _known_defaults(model: nn.Module, x: Tensor, output: OutputFn | None) -> Def
         known = _DEFAULTS.get(model)
     if known is not None and known[0] == key:
         return known[1]
-    found = find_defaults(model, x, output=output)
+    found, calls = _defaults_and_calls(model, x, output=output)
+    learn_from_calls(model, x, calls)  # the same pass sizes the size plan
     with _DEFAULTS_LOCK:
         try:
             _DEFAULTS[model] = (key, found)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netlens._plan import refuse_channels_last, size_plan
+from netlens._plan import in_plan_layout, size_plan
 from netlens.attribution.base import LayerAttribution, Targets
-from netlens.errors import CAMNotApplicableError, NetlensError
+from netlens.errors import CAMNotApplicableError
 from netlens.hooks import HookSession, OutputFn, Tap, run_forward
 from netlens.layers import LayerLike, resolve_layer
 
@@ -90,15 +90,11 @@ class CAM(LayerAttribution):
         return self._fc  # type: ignore[return-value]
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
+        # A pass that finds the default layers sizes the plan too.
+        self._resolve(x)
+        self._resolve_fc(x)
         with size_plan(self.model, x) as plan:
-            if plan.channels_last:
-                try:
-                    return self._maps(x.contiguous(memory_format=torch.channels_last), targets)
-                except NetlensError:
-                    raise
-                except Exception:  # noqa: BLE001 - the model's code refused the layout
-                    refuse_channels_last(self.model, x)
-            return self._maps(x, targets)
+            return in_plan_layout(self.model, x, plan, lambda x: self._maps(x, targets))
 
     def _maps(self, x: Tensor, targets: Targets) -> Tensor:
         name, module = self._resolve(x)

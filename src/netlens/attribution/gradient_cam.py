@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netlens._input_gradients import WORTH_A_RULE
-from netlens._plan import Plan, refuse_channels_last, size_plan
+from netlens._plan import Plan, in_plan_layout, size_plan
 from netlens.attribution.base import LayerAttribution, Targets
-from netlens.errors import NetlensError
 from netlens.hooks import HookSession, Tap, input_gradients_only, run_forward
 
 __all__ = ["GradientCAM"]
@@ -75,16 +74,9 @@ class GradientCAM(LayerAttribution):
         return F.relu((weights * activation).sum(1))
 
     def _attribute(self, x: Tensor, targets: Targets) -> Tensor:
+        self._resolve(x)  # a pass that finds the default layer sizes the plan too
         with size_plan(self.model, x) as plan:
-            if plan.channels_last:
-                try:
-                    last = x.contiguous(memory_format=torch.channels_last)
-                    return self._maps(last, targets, plan)
-                except NetlensError:
-                    raise
-                except Exception:  # noqa: BLE001 - the model's code refused the layout
-                    refuse_channels_last(self.model, x)
-            return self._maps(x, targets, plan)
+            return in_plan_layout(self.model, x, plan, lambda x: self._maps(x, targets, plan))
 
     def _maps(self, x: Tensor, targets: Targets, plan: Plan) -> Tensor:
         name, module = self._resolve(x)

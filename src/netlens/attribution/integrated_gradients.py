@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
-from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -11,11 +11,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._input_gradients import WORTH_A_RULE
-from netlens._plan import size_plan
+from netlens._plan import Plan, in_plan_layout, size_plan
 from netlens.attribution.base import Targets
 from netlens.attribution.saliency import ChannelReduce, InputGradientAttribution
-from netlens.hooks import OutputFn, input_gradients_only
+from netlens.hooks import OutputFn
 
 __all__ = ["QUADRATURES", "IntegratedGradients", "Quadrature", "quadrature"]
 
@@ -232,29 +231,40 @@ class IntegratedGradients(InputGradientAttribution):
             pair = torch.arange(start, min(start + self.batch_size, count), device=x.device)
             step, sample = pair // n, pair % n
             alpha = alphas[step].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            inputs = (baseline[sample] + alpha * path[sample]).requires_grad_(True)
+            inputs = baseline[sample] + alpha * path[sample]
             with size_plan(self.model, inputs) as plan:
-                lean = (
-                    input_gradients_only(
-                        self.model,
-                        backward_layout=torch.channels_last if plan.channels_last else None,
-                        min_elements=WORTH_A_RULE,
-                    )
-                    if plan.rules
-                    else nullcontext()
+                run = functools.partial(
+                    self._batch, x=x, targets=targets, classes=classes, sample=sample, plan=plan
                 )
-                with torch.enable_grad(), lean:
-                    scores = self.logits(self.model(inputs))
-                if classes is None:  # given classes, checked against the logits' width
-                    classes = targets.resolve(scores)
-                if not totals:
-                    totals = [
-                        torch.zeros(x.shape, dtype=accumulate, device=x.device)
-                        for _ in range(classes.shape[1])
-                    ]
-                weight = weights[step].to(accumulate).view(-1, *([1] * (x.dim() - 1)))
-                gradients = self.class_gradients(x, scores, classes[sample], inputs, "the input")
-                for total, gradient in zip(totals, gradients, strict=True):
-                    total.index_add_(0, sample, gradient.to(accumulate) * weight)
+                scores, gradients = in_plan_layout(self.model, inputs, plan, run)
+            if classes is None:  # given classes, checked against the logits' width
+                classes = targets.resolve(scores)
+            if not totals:
+                totals = [
+                    torch.zeros(x.shape, dtype=accumulate, device=x.device)
+                    for _ in range(classes.shape[1])
+                ]
+            weight = weights[step].to(accumulate).view(-1, *([1] * (x.dim() - 1)))
+            for total, gradient in zip(totals, gradients, strict=True):
+                total.index_add_(0, sample, gradient.to(accumulate) * weight)
         path = path.to(accumulate)
         return torch.stack([self.reduce(path * total) for total in totals], 1)
+
+    def _batch(
+        self,
+        inputs: Tensor,
+        *,
+        x: Tensor,
+        targets: Targets,
+        classes: Tensor | None,
+        sample: Tensor,
+        plan: Plan,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One batch of interpolated images: its logits and the input gradients of the classes."""
+        inputs = inputs.detach().requires_grad_(True)
+        with torch.enable_grad(), self.lean_backward(plan):
+            scores = self.logits(self.model(inputs))
+        if classes is None:
+            classes = targets.resolve(scores)
+        gradients = self.class_gradients(x, scores, classes[sample], inputs, "the input")
+        return scores, list(gradients)

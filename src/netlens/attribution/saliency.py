@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from netlens._input_gradients import WORTH_A_RULE
-from netlens._plan import size_plan
+from netlens._plan import Plan, in_plan_layout, size_plan
 from netlens.attribution.base import Attribution, Targets
 from netlens.hooks import OutputFn, input_gradients_only
 
@@ -67,25 +67,36 @@ class InputGradientAttribution(Attribution):
 
     def classes_and_gradients(self, x: Tensor, targets: Targets) -> tuple[Tensor, list[Tensor]]:
         """The resolved classes ``(N, K)`` and :meth:`input_gradients` for them."""
-        inputs = x.detach().clone().requires_grad_(True)
         with size_plan(self.model, x) as plan:
-            lean = (
-                input_gradients_only(
-                    self.model,
-                    backward_layout=torch.channels_last if plan.channels_last else None,
-                    guided=self.guided,
-                    min_elements=WORTH_A_RULE,
-                    rules=plan.rules,
-                )
-                if plan.rules or self.guided
-                else nullcontext()
+            return in_plan_layout(
+                self.model, x, plan, lambda inputs: self._gradients(inputs, x, targets, plan)
             )
-            with torch.enable_grad(), lean:
-                logits = self.logits(self.model(inputs))
-            classes = targets.resolve(logits)
-            scores = -logits.log_softmax(1) if self.objective == "loss" else logits
-            gradients = list(self.class_gradients(x, scores, classes, inputs, "the input"))
-        return classes, gradients
+
+    def _gradients(
+        self, inputs: Tensor, x: Tensor, targets: Targets, plan: Plan
+    ) -> tuple[Tensor, list[Tensor]]:
+        # A copy of the caller's tensor (an inference-mode tensor cannot require grad);
+        # the channels-last copy is one already.
+        inputs = (inputs.detach().clone() if inputs is x else inputs.detach()).requires_grad_(True)
+        with torch.enable_grad(), self.lean_backward(plan):
+            logits = self.logits(self.model(inputs))
+        classes = targets.resolve(logits)
+        scores = -logits.log_softmax(1) if self.objective == "loss" else logits
+        gradients = self.class_gradients(x, scores, classes, inputs, "the input")
+        # In the default layout: the channels-last copy is netlens' own.
+        return classes, [gradient.contiguous() for gradient in gradients]
+
+    def lean_backward(self, plan: Plan) -> AbstractContextManager[object]:
+        """The backward rules for a forward pass run by ``plan`` (guided ReLUs where guided)."""
+        if not (plan.rules or self.guided):
+            return nullcontext()
+        return input_gradients_only(
+            self.model,
+            backward_layout=torch.channels_last if plan.channels_last else None,
+            guided=self.guided,
+            min_elements=WORTH_A_RULE,
+            rules=plan.rules,
+        )
 
     def reduce(self, attribution: Tensor) -> Tensor:
         """One map ``(N, H, W)`` from an input-shaped ``(N, C, H, W)`` tensor."""

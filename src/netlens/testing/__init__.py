@@ -13,11 +13,13 @@ input. Each broken rule raises a :class:`ContractError` that names it::
         check_attribution(MyMethod, layer="features")
 
 :func:`snapshot` and :func:`assert_unchanged` check that any code leaves a
-model as it found it. Importing this module imports neither pytest nor
-matplotlib.
+model as it found it; :func:`peak_memory` reads the peak memory a call's
+tensors hold, on the CPU as on CUDA, the same on every run. Importing this
+module imports neither pytest nor matplotlib.
 """
 
 from netlens.testing.contract import RULES, ContractReport, check_attribution
+from netlens.testing.memory import peak_memory
 from netlens.testing.models import tiny_cnn
 from netlens.testing.state import ContractError, Snapshot, assert_unchanged, snapshot
 
@@ -28,6 +30,7 @@ __all__ = [
     "Snapshot",
     "assert_unchanged",
     "check_attribution",
+    "peak_memory",
     "snapshot",
     "tiny_cnn",
 ]
