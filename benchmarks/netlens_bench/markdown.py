@@ -42,6 +42,11 @@ def header(result: dict) -> list[str]:
         "- torchvision models with random weights, eval mode, random images; layer methods on "
         "`layer4` (ResNets), `features.16` (MobileNetV3-Large), `features.7` (ConvNeXt-Tiny) "
         "in every library; one target class per image (the many-targets section aside)",
+        *(
+            f"- measured again in a later run ({again['date']}): "
+            f"{'; '.join(again['configurations'])}, because {again['why']}"
+            for again in result.get("retimed", [])
+        ),
         f"- time: {result['timing_method']}",
         f"- peak: {result['memory_method']}",
         "- / fastest peer, / leanest peer: time and peak over those of the fastest and the "

@@ -50,8 +50,10 @@ Measuring
 ---------
 Both choices scale with the batch: every layer's input has ``N`` times the
 elements of one image's, the weights stay. So the first call for a model and
-an image size (channels, height, width) measures one image: where
-channels-last is possible it runs the first image through the model once,
+an image size (channels, height, width) measures one image: the pass that
+finds the model's default layers on the first image serves
+(:func:`learn_from_calls`) where a method runs it; otherwise, where
+channels-last is possible, the first image runs through the model once,
 without gradients and in its own layout, counting. Every call of that image
 size, the first included, then follows the plan for its batch, so that
 repeated calls do the same arithmetic and give bit-identical results. The
