@@ -105,9 +105,16 @@ def test_two_ranks_under_torchrun_write_what_one_process_writes(tmp_path):
     script = tmp_path / "extract.py"
     script.write_text(RANK_SCRIPT)
     here = str(Path(__file__).resolve().parent)
-    _run([sys.executable, str(script), str(tmp_path / "one"), here], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     _run([*torchrun, "--master-port", "29631", str(script), str(tmp_path / "two"), here], tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs
+    try:  # the single process is this one
+        extract_dataset(tiny_cnn(), ["features", "pool"], Pictures(), tmp_path / "one",
+                        batch_size=BATCH, shard_size=SHARD, dtype=torch.float32,
+                        progress=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     one, two = load_features(tmp_path / "one", verify=True), load_features(tmp_path / "two")
     for layer in ("features", "pool"):
         assert np.asarray(one[layer]).tobytes() == np.asarray(two[layer]).tobytes()  # bitwise

@@ -239,7 +239,8 @@ def test_tour_on_cuda_without_cuda_is_one_clear_line(capsys, tmp_path):
 # explain ---------------------------------------------------------------------
 
 
-def assert_explained(stdout: str, overlay: Path, method: str) -> None:
+def assert_explained(stdout: str, overlay: Path, method: str, printed: str | None = None) -> None:
+    """``printed``: the overlay's name as the command prints it (default: its name)."""
     assert_png(overlay)
     ranked = re.findall(r"^ +(\d)\. .+? +([0-9.]+)$", stdout, flags=re.MULTILINE)
     assert [rank for rank, _ in ranked] == ["1", "2", "3", "4", "5"]
@@ -248,7 +249,8 @@ def assert_explained(stdout: str, overlay: Path, method: str) -> None:
     last = stdout.strip().splitlines()[-1]
     title = re.escape(METHODS[method].title)
     layer = r"( at [\w.:]+)?" if METHODS[method].needs_layer else ""
-    assert re.match(rf"wrote {re.escape(overlay.name)}: {title}{layer} of ", last), last
+    name = re.escape(overlay.name if printed is None else printed)
+    assert re.match(rf"wrote {name}: {title}{layer} of ", last), last
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -266,12 +268,18 @@ def test_explain_writes_an_overlay_and_prints_the_top5(
     assert_explained(stdout, tmp_path / f"photo_{method}.png", method)
 
 
-def test_explain_as_a_process(tmp_path, picture, resnet_weights):
+def test_explain_as_a_process_prints_a_file_name_that_is_not_utf8_and_succeeds(
+    tmp_path, picture, resnet_weights
+):
+    image = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    shutil.copy(picture, image)
     result = run_cli(
-        "explain", picture, "--arch", "resnet18", "--weights", resnet_weights, cwd=tmp_path
+        "explain", image, "--arch", "resnet18", "--weights", resnet_weights, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert_explained(result.stdout, tmp_path / "photo_gradcam.png", "gradcam")
+    assert "caf\\xe9.png" in result.stdout.splitlines()[0]
+    overlay = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9_gradcam.png"))
+    assert_explained(result.stdout, overlay, "gradcam", printed="caf\\xe9_gradcam.png")
 
 
 def test_explain_takes_a_layer_a_target_and_an_output_path(
@@ -348,20 +356,6 @@ def test_explain_refuses_a_decompression_bomb_in_one_line(capsys, monkeypatch, t
     code, stdout, err = call(capsys, "explain", bomb, "--arch", "resnet18")
     assert code == 1 and stdout == ""
     assert_one_error_line(err, "bomb.png", "more than 1,000 pixels", "decompression bomb")
-
-
-def test_explain_prints_a_file_name_that_is_not_utf8_and_succeeds(
-    tmp_path, picture, resnet_weights
-):
-    image = os.fsencode(tmp_path) + b"/caf\xe9.png"
-    shutil.copy(picture, image)
-    result = run_cli(
-        "explain", image, "--arch", "resnet18", "--weights", resnet_weights, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert os.path.exists(os.fsencode(tmp_path) + b"/caf\xe9_gradcam.png")
-    assert "caf\\xe9.png" in result.stdout.splitlines()[0]
-    assert result.stdout.strip().splitlines()[-1].startswith("wrote caf\\xe9_gradcam.png: ")
 
 
 @pytest.mark.parametrize(
@@ -521,14 +515,15 @@ class MarkerPayload:
         return (open, (self.path, "w"))
 
 
-def test_explain_refuses_a_pickle_that_would_run_code(tmp_path, picture):
+def test_explain_refuses_a_pickle_that_would_run_code(capsys, monkeypatch, tmp_path, picture):
     marker = tmp_path / "marker"
     payload = {"conv1.weight": MarkerPayload(marker)}
     weights = tmp_path / "hostile.pt"
     torch.save(payload, weights)
-    result = run_cli("explain", picture, "--arch", "resnet18", "--weights", weights, cwd=tmp_path)
-    assert result.returncode == 1
-    assert_one_error_line(result.stderr, "hostile.pt", "refused")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(capsys, "explain", picture, "--arch", "resnet18", "--weights", weights)
+    assert code == 1
+    assert_one_error_line(err, "hostile.pt", "refused")
     assert not marker.exists(), "netlens ran code from a weights file"
     assert list(tmp_path.iterdir()) == [weights], "nothing may be written"
     # The payload is live: an ordinary unpickler does create the marker.
@@ -621,18 +616,18 @@ def table(stdout: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def test_layers_lists_names_types_and_output_shapes():
-    result = run_cli("layers", "--arch", "resnet18")
-    assert result.returncode == 0, result.stderr
-    rows = table(result.stdout)
+def test_layers_lists_names_types_and_output_shapes(capsys):
+    code, stdout, err = call(capsys, "layers", "--arch", "resnet18")
+    assert code == 0, err
+    rows = table(stdout)
     assert rows["conv1"] == ("Conv2d", "(1, 64, 112, 112)")
     assert rows["layer4"] == ("Sequential", "(1, 512, 7, 7)")
     assert rows["layer4.1.conv2"] == ("Conv2d", "(1, 512, 7, 7)")
     assert rows["fc"] == ("Linear", "(1, 1000)")
     assert rows["layer1.0.relu:0"] == rows["layer1.0.relu:1"] == ("ReLU", "(1, 64, 56, 56)")
     assert "layer1.0.relu" not in rows, "a module run twice is addressed one call at a time"
-    assert "one call at a time as name:k" in result.stdout
-    assert "layer4 " in result.stdout.split("default --layer")[0].splitlines()[-1]
+    assert "one call at a time as name:k" in stdout
+    assert "layer4 " in stdout.split("default --layer")[0].splitlines()[-1]
 
 
 def test_layers_follows_the_input_size(capsys):

@@ -199,6 +199,22 @@ def test_targets_are_resolved_on_the_inputs_own_logits():
     assert torch.equal(ig(x), ig(x, logits.argmax(1)))
 
 
+def test_given_classes_are_resolved_once_per_call(monkeypatch):
+    from netlens.attribution.base import Targets
+
+    resolved = []
+    original = Targets.resolve
+
+    def counted(self, logits):
+        resolved.append(logits.shape)
+        return original(self, logits)
+
+    monkeypatch.setattr(Targets, "resolve", counted)
+    model = SmallCNN().eval()
+    IntegratedGradients(model, steps=4, batch_size=3)(_images(side=12), [1, 2])
+    assert len(resolved) == 1, resolved  # on the first batch's logits, of 3 batches
+
+
 def test_many_targets_equal_one_column_at_a_time():
     model = SmallCNN().eval()
     x = _images(side=12)

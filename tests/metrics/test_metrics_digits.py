@@ -7,7 +7,6 @@ The figures are measurements of one trained network; the test prints them
 from __future__ import annotations
 
 import pytest
-import torch
 
 from netlens.app.audit import DEFAULT, digits_network
 from netlens.attribution import METHODS
@@ -18,13 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def digits():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small network: waiting OpenMP threads cost more than they give
-    try:
-        model, images, _ = digits_network(DEFAULT, seed=0, progress=False)
-        yield model, images
-    finally:
-        torch.set_num_threads(threads)
+    return digits_network(DEFAULT, seed=0, progress=False)[:2]
 
 
 def maps_of(name, model, x):

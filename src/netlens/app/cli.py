@@ -326,8 +326,8 @@ def _explain(args: argparse.Namespace) -> int:
     from netlens.explanation import build_method, explain
 
     out, file_format = _output(args)
+    image = read_image(args.image)  # before the architecture's imports: a bad file fails fast
     resize, crop, mean, std = _preprocessing(args.arch)
-    image = read_image(args.image)
     if args.no_crop:
         picture = prepare_image(image, resize=crop, crop=None, name=shown(args.image))
     else:

@@ -236,9 +236,7 @@ class IntegratedGradients(InputGradientAttribution):
                 run = functools.partial(
                     self._batch, x=x, targets=targets, classes=classes, sample=sample, plan=plan
                 )
-                scores, gradients = in_plan_layout(self.model, inputs, plan, run)
-            if classes is None:  # given classes, checked against the logits' width
-                classes = targets.resolve(scores)
+                classes, gradients = in_plan_layout(self.model, inputs, plan, run)
             if not totals:
                 totals = [
                     torch.zeros(x.shape, dtype=accumulate, device=x.device)
@@ -260,11 +258,15 @@ class IntegratedGradients(InputGradientAttribution):
         sample: Tensor,
         plan: Plan,
     ) -> tuple[Tensor, list[Tensor]]:
-        """One batch of interpolated images: its logits and the input gradients of the classes."""
+        """One batch of interpolated images: the classes and their input gradients.
+
+        Given classes are resolved here, on the first batch's logits (which checks them
+        against the logits' width), and returned for the batches after it.
+        """
         inputs = inputs.detach().requires_grad_(True)
         with torch.enable_grad(), self.lean_backward(plan):
             scores = self.logits(self.model(inputs))
         if classes is None:
             classes = targets.resolve(scores)
         gradients = self.class_gradients(x, scores, classes[sample], inputs, "the input")
-        return scores, list(gradients)
+        return classes, list(gradients)
