@@ -44,7 +44,7 @@ Workers
     the first image (loads code paths and kernels), twice on the full batch
     (the peak-memory calls, and the warm-up), then, on the CPU, tells glibc to
     keep freed memory (``mallopt``: mmap and trim thresholds at 2 GiB), runs
-    once more, and times ``--repeats`` calls: by default 9 at batch 1, 5 at
+    once more, and times ``--repeats`` calls: by default 21 at batch 1, 5 at
     batch 16, 3 for the methods of many passes, 5 for many targets. With
     glibc's default settings, large blocks are mapped and handed back to the
     system on every call, and the page faults take half the time of a bare

@@ -52,6 +52,19 @@ def test_resolve_layer_by_name_and_by_module():
     assert resolve_layer(model, model.layer3) == ("layer3", model.layer3)
 
 
+def test_a_module_registered_under_two_names_answers_to_both():
+    from netlens import GradCAM
+
+    model = get_model("resnet18")
+    model.head = model.fc  # the same module, a second name (named_modules lists only "fc")
+    assert "head" not in layer_names(model)
+    assert resolve_layer(model, "head") == ("head", model.fc)
+    assert resolve_layer(model, "layer4.1.relu:1") == ("layer4.1.relu:1", model.layer4[1].relu)
+    x = torch.randn(2, 3, INPUT_SIZE, INPUT_SIZE)
+    model.last = model.layer4
+    assert torch.equal(GradCAM(model, "last")(x, 3), GradCAM(model, "layer4")(x, 3))
+
+
 def test_unknown_layer_lists_close_matches():
     model = get_model("resnet18")
     with pytest.raises(LayerNotFoundError) as info:

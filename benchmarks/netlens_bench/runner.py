@@ -23,7 +23,7 @@ QUICK = "resnet18"  # --quick: the only model of the methods of many passes
 
 #: timed calls per worker, by what runs: (full run, --quick)
 REPEATS = {
-    "one pass, batch 1": (9, 3),
+    "one pass, batch 1": (21, 3),
     "one pass": (5, 3),
     MANY_PASSES: (3, 1),
     PER_CHANNEL: (3, 1),

@@ -101,10 +101,15 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
         )
     if not isinstance(layer, str):
         raise TypeError(f"a layer is a dotted name or an nn.Module, not {type(layer).__name__}")
+    base, call = split_call(layer)
+    # The common case, without listing every module of the model.
+    for path in (layer, base if call is not None else ""):
+        found = submodule(model, path) if path else None
+        if found is not None:
+            return layer, found
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return layer, modules[layer]
-    base, call = split_call(layer)
     if call is not None and base in modules and base:
         return layer, modules[base]
     # torch.compile wraps the model: its layers are named "_orig_mod.<name>".
@@ -115,6 +120,29 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
 
 
 _WRAPPERS = ("_orig_mod.", "module.")
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module | None:
+    """The module registered under the dotted ``name`` in ``model``, or ``None``.
+
+    Follows the registered children only (``_modules``), as
+    ``model.named_modules()`` does, but without listing the whole model.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Sequential(nn.ReLU()))
+    >>> submodule(net, "0.0"), submodule(net, "0.1")
+    (ReLU(), None)
+    """
+    module: nn.Module | None = model
+    for part in name.split("."):
+        children = module._modules  # type: ignore[union-attr]
+        # (a TorchScript module's children have no .get)
+        module = children[part] if part in children else None
+        if module is None:
+            return None
+    return module
 
 
 def _unknown_layer_message(layer: str, names: list[str]) -> str:
@@ -310,8 +338,9 @@ def channel_axis(model: nn.Module, layer: str, dims: int = 4) -> int:
     if dims < 3:
         return 1
     name = split_call(layer)[0]
-    modules = dict(model.named_modules())
-    module = modules[name]
+    module = submodule(model, name)
+    if module is None:
+        raise LayerNotFoundError(f"no layer named {name!r} in this {type(model).__name__}")
     # Exact LayerNorm: subclasses such as torchvision's LayerNorm2d permute inside.
     if isinstance(module, nn.Linear) or (
         type(module) is nn.LayerNorm and len(module.normalized_shape) == 1
@@ -320,13 +349,13 @@ def channel_axis(model: nn.Module, layer: str, dims: int = 4) -> int:
     last = False
     parts = name.split(".")
     parent: nn.Module = model
-    for depth, part in enumerate(parts):
+    for part in parts:
         if isinstance(parent, nn.Sequential):
             for sibling_name, sibling in parent.named_children():
                 if sibling_name == part:
                     break
                 last = _layout_after(sibling, last)
-        parent = modules[".".join(parts[: depth + 1])]
+        parent = parent._modules[part]  # type: ignore[assignment]
     return -1 if _layout_after(module, last) else 1
 
 

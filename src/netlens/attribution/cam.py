@@ -120,16 +120,16 @@ class CAM(LayerAttribution):
             # (bfloat16 under autocast, say); the map itself in float32 at least.
             precision = torch.finfo(_lowest(activation.dtype, logits.dtype)).eps
             compute = torch.promote_types(activation.dtype, torch.float32)
-            finite = _finite_samples(activation, logits)
-            activation = _as_pooled(
-                activation.to(compute), found[fc_name].to(compute), finite, precision, name, fc_name
+            activation = activation.to(compute)
+            mean = activation.mean(dim=(2, 3))  # (N, C)
+            finite = _finite_samples(mean, logits)
+            activation, mean = _as_pooled(
+                activation, mean, found[fc_name].to(compute), finite, precision, name, fc_name
             )
             classes = targets.resolve(logits)
             weights = fc.weight.detach().to(compute)[classes]  # (N, K, C)
             maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
-            _check_identity(
-                activation, weights, fc, classes, logits.to(compute), finite, precision, name
-            )
+            _check_identity(mean, weights, fc, classes, logits.to(compute), finite, precision, name)
         return maps
 
 
@@ -147,9 +147,13 @@ def _lowest(*dtypes: torch.dtype) -> torch.dtype:
     return max(dtypes, key=lambda d: torch.finfo(d).eps)
 
 
-def _finite_samples(activation: Tensor, logits: Tensor) -> Tensor:
-    """Samples whose feature map and logits are finite: the others' maps stay NaN / inf."""
-    finite = torch.isfinite(activation.flatten(1)).all(1) & torch.isfinite(logits).all(1)
+def _finite_samples(mean: Tensor, logits: Tensor) -> Tensor:
+    """Samples whose feature map and logits are finite: the others' maps stay NaN / inf.
+
+    A NaN or infinite value of a feature map makes its spatial ``mean`` (N, C) NaN or
+    infinite too, so the mean is checked, not every value of the map.
+    """
+    finite = torch.isfinite(mean).all(1) & torch.isfinite(logits).all(1)
     if not bool(finite.any()):
         raise ValueError(
             "every sample's feature map or logits are NaN or infinite, so whether the "
@@ -160,21 +164,32 @@ def _finite_samples(activation: Tensor, logits: Tensor) -> Tensor:
 
 
 def _as_pooled(
-    activation: Tensor, pooled: Tensor, finite: Tensor, eps: float, name: str, fc_name: str
-) -> Tensor:
-    """The feature map whose global average is the classifier's input."""
-    pooled = pooled.flatten(1)[finite]
-    for candidate in (activation, F.relu(activation)):
-        mean = candidate[finite].mean(dim=(2, 3))
-        # Both sides come from the same feature map and differ by the rounding of
-        # one average at the model's precision: measured at most eps / 2 of each
-        # value in bfloat16 and float16 (ResNet, DenseNet, MobileNet, EfficientNet,
-        # RegNet), so one eps is allowed; float32 summation order, 1e-5.
-        rel = eps if eps > 1e-4 else 1e-5
-        scale = pooled.abs().amax(1, keepdim=True)
-        tolerance = rel * pooled.abs() + 0.01 * rel * scale
-        if bool(((mean - pooled).abs() <= tolerance).all()):
-            return candidate
+    activation: Tensor,
+    mean: Tensor,
+    pooled: Tensor,
+    finite: Tensor,
+    eps: float,
+    name: str,
+    fc_name: str,
+) -> tuple[Tensor, Tensor]:
+    """The feature map whose global average is the classifier's input, and that average.
+
+    ``mean`` is the spatial mean of ``activation``, ``pooled`` the classifier's input.
+    """
+    pooled = pooled.flatten(1)
+    # Both sides come from the same feature map and differ by the rounding of
+    # one average at the model's precision: measured at most eps / 2 of each
+    # value in bfloat16 and float16 (ResNet, DenseNet, MobileNet, EfficientNet,
+    # RegNet), so one eps is allowed; float32 summation order, 1e-5.
+    rel = eps if eps > 1e-4 else 1e-5
+    magnitude = pooled.abs()
+    tolerance = rel * magnitude + 0.01 * rel * magnitude.amax(1, keepdim=True)
+    for candidate in (activation, None):
+        if candidate is None:  # after a functional ReLU (DenseNet)
+            candidate = F.relu(activation)
+            mean = candidate.mean(dim=(2, 3))
+        if bool(((mean - pooled).abs() <= tolerance)[finite].all()):
+            return candidate, mean
     raise CAMNotApplicableError(
         f"the input of '{fc_name}' is not the global average of layer '{name}' (another "
         "layer or nonlinearity sits between them), so CAM is not defined here; use GradCAM."
@@ -182,7 +197,7 @@ def _as_pooled(
 
 
 def _check_identity(
-    activation: Tensor,
+    pooled: Tensor,
     weights: Tensor,
     fc: nn.Linear,
     classes: Tensor,
@@ -191,8 +206,10 @@ def _check_identity(
     eps: float,
     name: str,
 ) -> None:
-    """The spatial mean of each map plus the bias must be the logit it explains."""
-    pooled = activation.mean(dim=(2, 3))  # (N, C)
+    """The spatial mean of each map plus the bias must be the logit it explains.
+
+    ``pooled`` is the spatial mean (N, C) of the feature map the maps are made of.
+    """
     terms = weights * pooled.unsqueeze(1)  # (N, K, C)
     bias = (
         fc.bias.detach().to(terms.dtype)[classes]

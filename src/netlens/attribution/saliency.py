@@ -132,10 +132,10 @@ class Saliency(InputGradientAttribution):
     :data:`~netlens._input_gradients.WORTH_A_RULE` elements; where none does
     (a ResNet at batch 1) the call is plain autograd, whose Python costs less.
     On the CPU (float32 images, oneDNN), where the batch is large enough for
-    it to pay (:mod:`netlens._plan`), the backward pass through 2-d
-    convolutions runs in channels-last layout, oneDNN's native one; the
-    forward pass, and with it every ReLU mask, stays in the input's layout, so
-    the map equals the default layout's up to float rounding.
+    it to pay (:mod:`netlens._plan`), the forward and the backward pass run
+    on a channels-last copy of the input, oneDNN's native layout, the whole
+    pass in one layout; the map equals the default layout's up to float
+    rounding and comes back in the default layout.
 
     Parameters
     ----------
