@@ -102,20 +102,13 @@ def resolve_layer(model: nn.Module, layer: LayerLike) -> tuple[str, nn.Module]:
     if not isinstance(layer, str):
         raise TypeError(f"a layer is a dotted name or an nn.Module, not {type(layer).__name__}")
     base, call = split_call(layer)
-    # The common case, without listing every module of the model.
-    for path in (layer, base if call is not None else ""):
-        found = submodule(model, path) if path else None
-        if found is not None:
-            return layer, found
-    modules = dict(model.named_modules())
-    if layer in modules and layer:
-        return layer, modules[layer]
-    if call is not None and base in modules and base:
-        return layer, modules[base]
+    paths = (layer, base) if call is not None else (layer,)
     # torch.compile wraps the model: its layers are named "_orig_mod.<name>".
-    for prefix in _WRAPPERS:
-        if prefix + base in modules:
-            return prefix + layer, modules[prefix + base]
+    for prefix in ("", *_WRAPPERS):
+        for path in paths:
+            found = submodule(model, prefix + path) if path else None
+            if found is not None:
+                return prefix + layer, found
     raise LayerNotFoundError(_unknown_layer_message(layer, layer_names(model)))
 
 

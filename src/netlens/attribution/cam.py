@@ -184,12 +184,12 @@ def _as_pooled(
     rel = eps if eps > 1e-4 else 1e-5
     magnitude = pooled.abs()
     tolerance = rel * magnitude + 0.01 * rel * magnitude.amax(1, keepdim=True)
-    for candidate in (activation, None):
-        if candidate is None:  # after a functional ReLU (DenseNet)
-            candidate = F.relu(activation)
-            mean = candidate.mean(dim=(2, 3))
-        if bool(((mean - pooled).abs() <= tolerance)[finite].all()):
-            return candidate, mean
+    if bool(((mean - pooled).abs() <= tolerance)[finite].all()):
+        return activation, mean
+    after_relu = F.relu(activation)  # the map reaches the pooling through a functional ReLU
+    mean = after_relu.mean(dim=(2, 3))
+    if bool(((mean - pooled).abs() <= tolerance)[finite].all()):
+        return after_relu, mean
     raise CAMNotApplicableError(
         f"the input of '{fc_name}' is not the global average of layer '{name}' (another "
         "layer or nonlinearity sits between them), so CAM is not defined here; use GradCAM."
