@@ -58,7 +58,7 @@ Interleaved timing
     and passes only, and the times come from one more process per
     configuration: it builds every case of the configuration on one model
     and input, warms each up, and then times rounds of one call of each, in
-    an order rotated every round. A slowdown of the machine lasting seconds
+    an order shuffled afresh every round. A slowdown of the machine lasting seconds
     then falls on all the libraries of a configuration alike; one fresh
     process per case, timed one after another, lets it fall on whichever
     case it meets.

@@ -362,7 +362,7 @@ def timing_method(args: argparse.Namespace) -> str:
             f"imported the libraries builds every case on one model and input, runs each once "
             f"on the first image and once on the full batch, then glibc keeps freed memory and "
             f"each runs once more; then rounds of one timed call of every case, in an order "
-            f"rotated each round, each call after a rest of {workers.SETTLE_S} s (threads "
+            f"shuffled afresh each round, each call after a rest of {workers.SETTLE_S} s (threads "
             f"another library left spinning go idle) and one small parallel torch operation "
             f"(torch's threads awake, as in a loop of calls) ({calls}; {processes} per "
             f"configuration); median of all timed calls{synced}"

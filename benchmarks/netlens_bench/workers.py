@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 
@@ -86,11 +87,15 @@ def time_interleaved(
     All the cases of a configuration in one process, on one model and input:
     each is built and run once on the first image and once on the full batch
     (warm-up), then, on the CPU, glibc keeps freed memory and each runs once
-    more; then round ``r`` times one call of each case, in an order rotated by
-    ``r``, each after :func:`_settle`. A slowdown of the machine that lasts
-    seconds then falls on every library of the configuration alike, instead of
-    on the one whose calls it happens to meet, and no case pays for the threads
-    the case before it left spinning. Returns the times by ``"method/library"``.
+    more; then each round times one call of each case, in an order shuffled
+    afresh every round (seeded by the round, so a run can be repeated), each
+    after :func:`_settle`. A slowdown of the machine that lasts seconds then
+    falls on every library of the configuration alike, instead of on the one
+    whose calls it happens to meet; no case pays for the threads the case
+    before it left spinning; and no case always follows the same one (a
+    rotated order keeps every case's predecessor, and one case's Saliency on
+    MobileNet-V3 read 1.8x its time in a process of its own, there only).
+    Returns the times by ``"method/library"``.
     """
     prepare_worker(threads)
     s = models.build(config, device, weights)
@@ -107,8 +112,7 @@ def time_interleaved(
     names = list(runs)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in random.Random(round_).sample(names, len(names)):
             gc.collect()
             _settle()
             times[name].append(timed(runs[name], device))
