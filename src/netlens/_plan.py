@@ -238,11 +238,14 @@ def learn_from_calls(model: nn.Module, x: Tensor, calls: Iterable[ModuleCall]) -
 
 
 @contextmanager
-def size_plan(model: nn.Module, x: Tensor) -> Iterator[Plan]:
+def size_plan(model: nn.Module, x: Tensor, *, images: int | None = None) -> Iterator[Plan]:
     """How to run ``model`` on ``x`` in this block.
 
     The plan comes from what one image of that size showed (measured on the
-    first call, see the module's notes), scaled to ``x``'s batch.
+    first call, see the module's notes), scaled to ``x``'s batch, or to
+    ``images`` images where given (a call that runs many batches plans every
+    one of them for its full batches, so that the last and smaller one runs
+    the same way).
     Channels-last only where :func:`channels_last_possible`; under
     :func:`forced_layout` the forced layout, with the rules' hooks. Where
     nothing was measured before the block (channels-last not possible, or
@@ -264,7 +267,7 @@ def size_plan(model: nn.Module, x: Tensor) -> Iterator[Plan]:
         if known is not None:
             _keep(model, key, known)
     if known is not None:
-        yield known.plan(possible, len(x))
+        yield known.plan(possible, len(x) if images is None else images)
         return
     count = _Count(images=max(len(x), 1))
     with inputs_seen(model, _Count.counted, count):

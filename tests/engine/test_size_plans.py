@@ -12,7 +12,7 @@ from torch import nn
 from netlens import GradCAM, Saliency
 from netlens._input_gradients import WORTH_A_RULE
 from netlens._plan import Plan, channels_last_possible, forced_layout, size_plan
-from netlens.attribution import IntegratedGradients
+from netlens.attribution import IntegratedGradients, Occlusion, ScoreCAM
 from netlens.testing import assert_unchanged, snapshot
 
 
@@ -304,3 +304,60 @@ def test_a_model_that_refuses_channels_last_runs_as_given_from_then_on():
     with size_plan(model, x) as plan:
         assert not plan.channels_last
     assert torch.equal(maps[0], maps[1]) and torch.equal(maps[0], maps[2])
+
+
+def _seeded(cls: type[nn.Module], shape: tuple[int, ...]) -> tuple[nn.Module, torch.Tensor]:
+    """A model of ``cls`` in eval mode and images of ``shape``; skips without oneDNN."""
+    torch.manual_seed(0)
+    model, x = cls().eval(), torch.randn(shape)
+    if not channels_last_possible(model, x):
+        pytest.skip("no oneDNN on this CPU")
+    return model, x
+
+
+def _perturbation(name: str, model: nn.Module):
+    if name == "occlusion":  # 9 windows and the image: batches of 8 and 2 per image
+        return Occlusion(model, window=2, stride=1, batch_size=8)
+    return ScoreCAM(model, "conv2", batch_size=12)  # 2 x 8 masked images: 12 and 4
+
+
+@pytest.mark.parametrize("name", ["occlusion", "scorecam"])
+def test_perturbed_batches_follow_the_plan_of_a_full_batch_the_last_one_too(name):
+    model, x = _seeded(Deep, (2, 3, 4, 4))
+    reads, weights = _reads_and_weights(model, x[:1])
+    # A full batch reads more than the weights, the last (smaller) one would not.
+    assert 8 * reads >= weights and 4 * reads < weights
+    maps = []
+    first = _passes_seen(model, lambda: maps.append(_perturbation(name, model)(x, [1, 3])))
+    later = _passes_seen(model, lambda: maps.append(_perturbation(name, model)(x, [1, 3])))
+    if name == "occlusion":
+        # One image to plan, then each image with its occluded copies.
+        assert first == [(1, False)] + [(8, True), (2, True)] * 2
+        assert later == [(8, True), (2, True)] * 2
+    else:
+        # The feature map of the batch as given, one image to plan, the masked images.
+        assert first == [(2, False), (1, False), (12, True), (4, True)]
+        assert later == [(2, False), (12, True), (4, True)]
+    assert torch.equal(maps[0], maps[1])
+    with forced_layout(channels_last=False):
+        given = _perturbation(name, model)(x, [1, 3])
+    assert torch.allclose(maps[0], given, rtol=1e-4, atol=1e-6 * float(given.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["occlusion", "scorecam"])
+def test_perturbed_batches_of_a_model_that_refuses_channels_last_run_as_given(name):
+    model, x = _seeded(ViewBelowTheLayer, (1, 3, 64, 64))
+    make = {
+        "occlusion": lambda: Occlusion(model, window=32),
+        "scorecam": lambda: ScoreCAM(model, "conv2"),
+    }[name]
+    with size_plan(model, x, images=64) as plan:
+        assert plan.channels_last  # the rule says channels-last for the batches...
+    maps = make()(x, 2)
+    # ... the model refused it once, and its batches run as given from then on.
+    with size_plan(model, x, images=64) as plan:
+        assert not plan.channels_last
+    seen = _passes_seen(model, lambda: make()(x, 2))
+    assert seen and not any(last for _, last in seen)
+    with forced_layout(channels_last=False):
+        assert torch.equal(maps, make()(x, 2))

@@ -47,14 +47,17 @@ class Occlusion(PerturbationAttribution):
     image, the last window is cut off at the border. Every pixel lies in at
     least one window (a stride larger than the window is refused).
 
-    Cost: one forward pass of the batch as given, whose logits choose the
-    targets (``None``: each image's top-1 class), then, image by image, its
-    :math:`P` occluded copies and the image itself in :math:`\lceil (P + 1) /
-    \text{batch\_size} \rceil` forward passes without gradients:
-    :math:`1 + N \lceil (P + 1) / \text{batch\_size} \rceil` in all. Each
-    drop is the difference of two logits from the same batches, so an image's
-    map does not depend on the other images of the batch. Any number of
-    targets per image comes from the same passes.
+    Cost: image by image, the image itself and its :math:`P` occluded
+    copies in :math:`\lceil (P + 1) / \text{batch\_size} \rceil` forward
+    passes without gradients, :math:`N \lceil (P + 1) / \text{batch\_size}
+    \rceil` in all; the image's own row gives the logits that choose the
+    targets (``None``: each image's top-1 class). Each drop is the difference
+    of two logits from the same batches, so an image's map does not depend on
+    the other images of the batch. Any number of targets per image comes from
+    the same passes. On the CPU the batches are made channels-last where the
+    size plan says that is faster for batches of ``batch_size`` (every batch
+    of a call alike); the first call of an image size runs its first image
+    once more to plan that.
 
     Parameters
     ----------
@@ -151,9 +154,10 @@ class Occlusion(PerturbationAttribution):
         rows = len(boxes) + 1
         found: list[list[Tensor]] = [[] for _ in range(n)]
         image = x.detach()
+        images = min(self.batch_size, rows)
         for i, part in self._slices(n, rows):
-            with torch.no_grad():
-                found[i].append(self.logits(self.model(_occluded(image[i], boxes, fill, part))))
+            layout = self.batch_layout(x, images)
+            found[i].append(self.batch_logits(_occluded(image[i], boxes, fill, part, layout)))
         scores = [torch.cat(parts) for parts in found]  # (1 + P, classes) per image
         classes = targets.resolve(torch.stack([s[0] for s in scores]))
         kind = torch.promote_types(scores[0].dtype, torch.float32)
@@ -191,9 +195,21 @@ class Occlusion(PerturbationAttribution):
         return baseline.to(device=x.device, dtype=x.dtype).expand(image)
 
 
-def _occluded(image: Tensor, boxes: list[Box], fill: Tensor, part: slice) -> Tensor:
-    """Rows ``part`` of one image's batch: row 0 the image, row ``p + 1`` window ``p`` filled."""
-    batch = image.unsqueeze(0).repeat(part.stop - part.start, 1, 1, 1)
+def _occluded(
+    image: Tensor,
+    boxes: list[Box],
+    fill: Tensor,
+    part: slice,
+    layout: torch.memory_format | None,
+) -> Tensor:
+    """Rows ``part`` of one image's batch: row 0 the image, row ``p + 1`` window ``p`` filled.
+
+    Made in ``layout`` (``None``: NCHW).
+    """
+    rows = (part.stop - part.start, *image.shape)
+    layout = torch.contiguous_format if layout is None else layout
+    batch = torch.empty(rows, dtype=image.dtype, device=image.device, memory_format=layout)
+    batch.copy_(image.expand(rows))
     for j, row in enumerate(range(part.start, part.stop)):
         if row:
             top, bottom, left, right = boxes[row - 1]

@@ -48,7 +48,11 @@ class ScoreCAM(LayerPerturbation):
     gradients: :math:`1 + \lceil N K / \mathrm{batch\_size} \rceil` in all.
     Any number of targets per image comes from the same passes. Pick a layer
     with few channels to keep this small. ``layer=None`` adds one pass on one
-    image at the first call, to find the layer.
+    image at the first call, to find the layer. On the CPU the masked images
+    are made channels-last where the size plan says that is faster for
+    batches of ``batch_size`` (every batch of a call alike); a first call of
+    an image size that was given its layer runs one image once more to plan
+    that.
 
     Parameters
     ----------
@@ -90,6 +94,9 @@ class ScoreCAM(LayerPerturbation):
         flat = channels.flatten(1)
         constant = (flat.amax(1) == flat.amin(1)).view(-1, 1, 1, 1)
 
+        full = min(self.batch_size, n * k)
+        image = x.detach()
+
         def masked(rows: slice) -> Tensor:
             up = F.interpolate(
                 channels[rows], size=x.shape[-2:], mode="bilinear", align_corners=True
@@ -98,8 +105,19 @@ class ScoreCAM(LayerPerturbation):
             span = up.amax(dim=(2, 3), keepdim=True) - low
             blank = constant[rows] | (span == 0)
             mask = torch.where(blank, 0.0, (up - low) / torch.where(blank, 1.0, span))
-            images = torch.arange(rows.start, rows.stop, device=x.device) // k
-            return x[images] * mask.to(x.dtype)
+            # One image broadcasts against its masks; several are gathered row by row.
+            images = (
+                image
+                if n == 1
+                else image[torch.arange(rows.start, rows.stop, device=x.device) // k]
+            )
+            layout = self.batch_layout(x, full)
+            if layout is None:
+                return images * mask.to(x.dtype)
+            batch = torch.empty(
+                (len(mask), *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
+            )
+            return torch.mul(images, mask.to(x.dtype), out=batch)
 
         kind = torch.promote_types(logits.dtype, torch.float32)
         scores = self.scores(n * k, masked).to(kind).softmax(-1).view(n, k, -1)
