@@ -68,7 +68,7 @@ class _Batches:
         ``torch.channels_last`` where the size plan says so for batches of that
         size (on the CPU, where they read more activations than weights:
         Score-CAM's batches of 64 masked ResNet-18 images at 112 px then ran
-        about a sixth faster), ``torch.contiguous_format`` where it does not,
+        about a fifth faster), ``torch.contiguous_format`` where it does not,
         ``None`` where no other layout is possible (make them as they come).
         A batch made in its layout needs no copy into it, and every batch of a
         call, the last and smaller one included, is made the same way.
