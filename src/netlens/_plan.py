@@ -90,6 +90,7 @@ __all__ = [
     "in_plan_layout",
     "learn_from_calls",
     "refuse_channels_last",
+    "run_channels_last",
     "size_plan",
 ]
 
@@ -302,10 +303,26 @@ def in_plan_layout(model: nn.Module, x: Tensor, plan: Plan, run: Callable[[Tenso
     errors pass through.
     """
     if plan.channels_last:
-        try:
-            return run(x.contiguous(memory_format=torch.channels_last))
-        except NetlensError:
-            raise
-        except Exception:  # noqa: BLE001 - the model's code refused the layout
-            refuse_channels_last(model, x)
+        return run_channels_last(
+            model, x.contiguous(memory_format=torch.channels_last), run, lambda: x
+        )
     return run(x)
+
+
+def run_channels_last(
+    model: nn.Module, x: Tensor, run: Callable[[Tensor], T], as_given: Callable[[], Tensor]
+) -> T:
+    """``run(x)`` for a channels-last ``x``, or ``run(as_given())`` where the model refuses it.
+
+    Where the model's own code raises on the channels-last batch (a ``view``
+    of a permuted tensor), the layout is refused for that shape
+    (:func:`refuse_channels_last`) and ``run`` runs on ``as_given()``, the
+    same values in NCHW; netlens' own errors pass through.
+    """
+    try:
+        return run(x)
+    except NetlensError:
+        raise
+    except Exception:  # noqa: BLE001 - the model's code refused the layout
+        refuse_channels_last(model, x)
+    return run(as_given())

@@ -200,14 +200,13 @@ def _occluded(
     boxes: list[Box],
     fill: Tensor,
     part: slice,
-    layout: torch.memory_format | None,
+    layout: torch.memory_format,
 ) -> Tensor:
     """Rows ``part`` of one image's batch: row 0 the image, row ``p + 1`` window ``p`` filled.
 
-    Made in ``layout`` (``None``: NCHW).
+    Made in ``layout``.
     """
     rows = (part.stop - part.start, *image.shape)
-    layout = torch.contiguous_format if layout is None else layout
     batch = torch.empty(rows, dtype=image.dtype, device=image.device, memory_format=layout)
     batch.copy_(image.expand(rows))
     for j, row in enumerate(range(part.start, part.stop)):

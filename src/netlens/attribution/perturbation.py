@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from netlens._plan import channels_last_possible, refuse_channels_last, size_plan
+from netlens._plan import channels_last_possible, run_channels_last, size_plan
 from netlens.attribution.base import Attribution, LayerAttribution
 from netlens.errors import NetlensError
 from netlens.hooks import HookSession, OutputFn, Tap, run_forward
@@ -62,42 +62,39 @@ class _Batches:
         assert isinstance(self, Attribution)
         return torch.cat([self.batch_logits(perturbed(part)) for _, part in self._slices(1, count)])
 
-    def batch_layout(self, x: Tensor, images: int) -> torch.memory_format | None:
+    def batch_layout(self, x: Tensor, images: int) -> torch.memory_format:
         """The layout to make batches of ``images`` perturbed copies of ``x``'s images in.
 
         ``torch.channels_last`` where the size plan says so for batches of that
         size (on the CPU, where they read more activations than weights:
         Score-CAM's batches of 64 masked ResNet-18 images at 112 px then ran
-        about a fifth faster), ``torch.contiguous_format`` where it does not,
-        ``None`` where no other layout is possible (make them as they come).
-        A batch made in its layout needs no copy into it, and every batch of a
-        call, the last and smaller one included, is made the same way.
+        about a fifth faster), else ``torch.contiguous_format``. A batch made
+        in its layout needs no copy into it, and every batch of a call, the
+        last and smaller one included, is made the same way.
         """
         assert isinstance(self, Attribution)
         if not channels_last_possible(self.model, x):
-            return None
+            return torch.contiguous_format
         with size_plan(self.model, x, images=images) as plan:
             return torch.channels_last if plan.channels_last else torch.contiguous_format
 
     def batch_logits(self, batch: Tensor) -> Tensor:
         """The logits of one batch of perturbed images, without gradients.
 
-        Where the model's own code raises on a channels-last batch (a ``view``
-        of a permuted tensor), the layout is refused for that image size, so
-        that :meth:`batch_layout` says NCHW from then on, and the batch runs
-        again in NCHW; netlens' own errors pass through.
+        Where the model's own code raises on a channels-last batch, the layout
+        is refused for that image size (:func:`netlens._plan.run_channels_last`),
+        so that :meth:`batch_layout` says NCHW from then on, and the batch runs
+        again in NCHW.
         """
         assert isinstance(self, Attribution)
+
+        def run(images: Tensor) -> Tensor:
+            return self.logits(self.model(images))
+
         with torch.no_grad():
             if batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous():
-                try:
-                    return self.logits(self.model(batch))
-                except NetlensError:
-                    raise
-                except Exception:  # noqa: BLE001 - the model's code refused the layout
-                    refuse_channels_last(self.model, batch)
-                    batch = batch.contiguous()
-            return self.logits(self.model(batch))
+                return run_channels_last(self.model, batch, run, batch.contiguous)
+            return run(batch)
 
 
 class PerturbationAttribution(_Batches, Attribution):

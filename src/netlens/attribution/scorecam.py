@@ -111,11 +111,11 @@ class ScoreCAM(LayerPerturbation):
                 if n == 1
                 else image[torch.arange(rows.start, rows.stop, device=x.device) // k]
             )
-            layout = self.batch_layout(x, full)
-            if layout is None:
-                return images * mask.to(x.dtype)
             batch = torch.empty(
-                (len(mask), *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
+                (len(mask), *x.shape[1:]),
+                dtype=x.dtype,
+                device=x.device,
+                memory_format=self.batch_layout(x, full),
             )
             return torch.mul(images, mask.to(x.dtype), out=batch)
 
