@@ -241,7 +241,8 @@ class _GuidedReLU(torch.autograd.Function):
             return None, None, None
         (kept,) = ctx.saved_tensors
         if ctx.mask:
-            return grad.clamp(min=0) * kept, None, None
+            # In place on the clamped copy: one activation-sized tensor at a time, not two.
+            return grad.clamp(min=0).mul_(kept), None, None
         # Zero where the output is (x <= 0), the gradient elsewhere: autograd's ReLU backward.
         return torch.ops.aten.threshold_backward(grad.clamp(min=0), kept, 0), None, None
 
