@@ -242,7 +242,7 @@ def main() -> int:
         "rows": rows,
         "map_errors": errors,
         "throughput": throughput,
-        "acceptance": acceptance(rows, errors, args.side),
+        "acceptance": acceptance(rows, errors, args.side, args.interleave),
         "seconds": time.perf_counter() - start,
     }
     text = markdown(result)

@@ -51,7 +51,8 @@ def retime(base: dict, later: dict, why: str) -> dict:
     labels = {r["label"] for r in later["rows"]}
     errors = [e for e in base["map_errors"] if e["label"] not in labels] + later["map_errors"]
     result = dict(base, rows=rows, map_errors=errors)
-    result["acceptance"] = acceptance(rows, errors, int(base["options"]["side"]))
+    interleaved = bool(base["options"].get("interleave") and later["options"].get("interleave"))
+    result["acceptance"] = acceptance(rows, errors, int(base["options"]["side"]), interleaved)
     result["retimed"] = list(base.get("retimed", [])) + [
         {
             "configurations": sorted(f"{section}: {label}" for section, label in replaced),
@@ -70,7 +71,8 @@ def maps_again(base: dict, why: str) -> dict:
         args.weights = runner.save_weights(args, jobs, folder)
         errors = runner.check_maps(args, jobs)
     result = dict(base, map_errors=errors)
-    result["acceptance"] = acceptance(copy.deepcopy(base["rows"]), errors, int(args.side))
+    rows = copy.deepcopy(base["rows"])
+    result["acceptance"] = acceptance(rows, errors, int(args.side), bool(args.interleave))
     result["retimed"] = list(base.get("retimed", [])) + [
         {
             "configurations": ["the map comparisons of every configuration"],

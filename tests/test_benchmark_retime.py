@@ -104,3 +104,26 @@ def test_results_of_other_versions_are_refused(retime):
     later["machine"]["versions"] = {"torch": "2.13.0"}
     with pytest.raises(SystemExit, match="different library versions"):
         retime.retime(base, later, "why")
+
+
+def test_a_slow_cell_says_in_how_many_paired_rounds_netlens_was_faster(retime):
+    from netlens_bench.markdown import acceptance as table
+    from netlens_bench.report import acceptance, add_ratios
+
+    a = "resnet18, batch 1, 224 px"
+    rows = [
+        _row(a, "forward (no grad)", "baseline", 25.0),
+        _row(a, "gradcam", "netlens", 31.0),
+        _row(a, "gradcam", "captum", 30.0),
+    ]
+    # netlens faster in rounds 0 and 2; captum's one slow round does not move its median
+    rows[1]["times_s"] = [0.029, 0.031, 0.028, 0.033, 0.032]
+    rows[2]["times_s"] = [0.030, 0.030, 0.090, 0.030, 0.030]
+    add_ratios(rows)
+    cell = acceptance(rows, [], 224, interleaved=True)["cells"][0]
+    assert cell["time_pass"] is False and cell["rounds_faster"] == [2, 5]
+    assert "| 2 of 5 |" in "\n".join(table({"acceptance": {"cells": [cell], "checks": []}}))
+    # times from separate processes are not paired
+    assert acceptance(rows, [], 224)["cells"][0]["rounds_faster"] is None
+    rows[2]["times_s"] = rows[2]["times_s"][:4]
+    assert acceptance(rows, [], 224, interleaved=True)["cells"][0]["rounds_faster"] is None

@@ -68,7 +68,24 @@ def _ratio(value: float, reference: float, least: float = 0.0) -> float | None:
     return value / reference if reference > least else None
 
 
-def acceptance(rows: list[dict], errors: list[dict], side: int) -> dict[str, list[dict]]:
+def rounds_faster(ours: dict, theirs: dict, interleaved: bool) -> list[int] | None:
+    """In how many rounds netlens' call was the faster of the two, of how many.
+
+    Interleaved timing runs one call of every case per round, so the i-th
+    times of two cases were taken seconds apart, under the same machine
+    load; the count says whether a ratio near 1 is a difference or a tie
+    (about half the rounds each way). ``None`` where the times are not
+    paired (separate processes) or the counts differ.
+    """
+    a, b = ours.get("times_s") or [], theirs.get("times_s") or []
+    if not interleaved or not a or len(a) != len(b):
+        return None
+    return [sum(x < y for x, y in zip(a, b, strict=True)), len(a)]
+
+
+def acceptance(
+    rows: list[dict], errors: list[dict], side: int, interleaved: bool = False
+) -> dict[str, list[dict]]:
     """Every matrix cell against its peers, the stated bounds, the map errors."""
     done = [r for r in rows if r["status"] == "ok"]
     cells = []
@@ -77,12 +94,14 @@ def acceptance(rows: list[dict], errors: list[dict], side: int) -> dict[str, lis
             continue
         peers = [r for r in done if _same(r, row) and r["method"] == row["method"]]
         leanest = min(r["peak_mib"] for r in peers if r["library"] not in PEERLESS)
+        fastest = next(r for r in peers if r["library"] == row["fastest_peer"])
         cells.append(
             {
                 "method": row["method"],
                 "label": row["label"],
                 "vs_fastest_peer": row["vs_fastest_peer"],
                 "fastest_peer": row["fastest_peer"],
+                "rounds_faster": rounds_faster(row, fastest, interleaved),
                 "time_pass": row["vs_fastest_peer"] <= 1.0,
                 "vs_leanest_peer": row["vs_leanest_peer"],
                 "leanest_peer": row["leanest_peer"],
