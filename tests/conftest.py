@@ -135,14 +135,27 @@ QUICK_OPTIONS = {
 }
 
 
+#: Default layers with fewer channels for Score-CAM, which runs the whole network on one
+#: masked image per channel: ResNet-18's ``layer2`` (128 channels, 8 x 8 at 64 pixels)
+#: instead of its ``layer4`` (512), a quarter of the passes. The default layer itself is
+#: found by the base every layer method shares, tested with all of them.
+QUICK_LAYERS = {"ScoreCAM": {torchvision.models.ResNet: "layer2"}}
+
+
 def quick(cls):
-    """``cls``, or a subclass of it whose constructor defaults to :data:`QUICK_OPTIONS`."""
-    options = QUICK_OPTIONS.get(cls.__name__)
-    if options is None:
+    """``cls``, or a subclass of it whose constructor defaults to :data:`QUICK_OPTIONS`
+    (and, on the models :data:`QUICK_LAYERS` names, to their layers)."""
+    options = QUICK_OPTIONS.get(cls.__name__, {})
+    layers = QUICK_LAYERS.get(cls.__name__, {})
+    if not options and not layers:
         return cls
 
-    def __init__(self, *args, **kwargs):
-        cls.__init__(self, *args, **{**options, **kwargs})
+    def __init__(self, model, *args, **kwargs):
+        if not args and kwargs.get("layer") is None:
+            for kind, layer in layers.items():
+                if isinstance(model, kind):
+                    kwargs["layer"] = layer
+        cls.__init__(self, model, *args, **{**options, **kwargs})
 
     return type(cls.__name__, (cls,), {"title": cls.title, "__init__": __init__})
 

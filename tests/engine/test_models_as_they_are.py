@@ -61,8 +61,9 @@ def test_models_returning_structures_are_explained_like_their_logits(kind):
     wrapped = Wrapped(net, kind).eval()
     x = torch.randn(2, 3, 32, 32)
     for cls in quick_methods().values():
-        plain = cls(net)(x, [1, 2], size=None)
-        ours = cls(wrapped, "net.layer4") if cls.needs_layer else cls(wrapped)
+        explainer = cls(net)
+        plain = explainer(x, [1, 2], size=None)
+        ours = cls(wrapped, f"net.{explainer.layer_name}") if cls.needs_layer else cls(wrapped)
         assert torch.allclose(ours(x, [1, 2], size=None), plain, rtol=1e-5, atol=1e-7)
     assert torch.equal(
         UnitAblator(wrapped, "net.layer4", [1, 2], output=lambda o: _logits(o))(x),
